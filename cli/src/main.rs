@@ -1,0 +1,2 @@
+//! The `keel` command: not yet implemented.
+fn main() {}

@@ -1,0 +1,1 @@
+//! keel-session: not yet implemented (see the open issue for this crate).

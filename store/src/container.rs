@@ -1,0 +1,322 @@
+//! The contract between the session layer and a session data container.
+
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+use keel_txn::Transaction;
+use sha2::{Digest, Sha256};
+
+use crate::{ExpiryPolicy, SessionValue, StoreError, Value};
+
+/// A session's key at rest: the SHA-256 of its client id. A leaked database
+/// file or admin listing therefore holds no usable cookie value.
+///
+/// Shown (and parsed) as 64 lower-case hex digits; this is the `key` of the
+/// admin tooling.
+///
+/// ```
+/// use keel_store::ClientKey;
+/// let key = ClientKey::from_client_id("some-client-id");
+/// let shown = key.to_string();
+/// assert_eq!(shown.len(), 64);
+/// assert_eq!(shown.parse::<ClientKey>().unwrap(), key);
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ClientKey([u8; 32]);
+
+impl ClientKey {
+    /// The key of the session of client id `client_id`.
+    pub fn from_client_id(client_id: &str) -> Self {
+        ClientKey(Sha256::digest(client_id.as_bytes()).into())
+    }
+
+    /// The key from its 32 raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        ClientKey(bytes)
+    }
+
+    /// The 32 raw bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+}
+
+impl fmt::Display for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex::encode(self.0))
+    }
+}
+
+impl fmt::Debug for ClientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ClientKey({self})")
+    }
+}
+
+impl FromStr for ClientKey {
+    type Err = StoreError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(s, &mut bytes).map_err(|err| StoreError::InvalidInput {
+            what: "session key",
+            reason: format!("expected 64 hex digits: {err}"),
+        })?;
+        Ok(ClientKey(bytes))
+    }
+}
+
+/// What the container knows about a live session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Last access time `L`, Unix seconds, as maintained by the touch rule.
+    pub last_access: u64,
+    /// The principal (user) attached to the session, if any.
+    pub principal: Option<String>,
+}
+
+/// A session data container: stores `SessionData` (per client) and
+/// `SessionPkgData` (per client and package) transactionally.
+///
+/// Every data operation takes the request's [`Transaction`]; the container
+/// joins it lazily and buffers all changes until commit, where they are
+/// validated (optimistic concurrency), serialized and written atomically.
+/// Expired sessions are never returned. See `docs/design.md` for the exact
+/// semantics; the conformance suite in this crate's tests checks them for
+/// every implementation.
+pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
+    /// The expiry policy of this container.
+    fn expiry(&self) -> &ExpiryPolicy;
+
+    /// The current time, Unix seconds, from the container's clock.
+    fn now(&self) -> u64;
+
+    /// The live session `client`, or `None` if there is none or it expired.
+    /// Counts as an access: applies the touch rule (a buffered, conflict-free
+    /// write of the last-access time).
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] on a read failure,
+    /// [`StoreError::Transaction`] if the transaction cannot be joined.
+    fn session(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+    ) -> Result<Option<SessionInfo>, StoreError>;
+
+    /// Create the session `client` (last access = now), or return the live
+    /// one.
+    ///
+    /// # Errors
+    /// As for [`session`](Self::session).
+    fn create_session(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+    ) -> Result<SessionInfo, StoreError>;
+
+    /// Delete the session and all its data; `false` if there was none.
+    ///
+    /// # Errors
+    /// As for [`session`](Self::session).
+    fn delete_session(&self, tx: &mut Transaction, client: &ClientKey)
+    -> Result<bool, StoreError>;
+
+    /// Move the session and its data from `from` to `to` (id cycling); `from`
+    /// no longer exists afterwards.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchSession`] if `from` is not live; as for
+    /// [`session`](Self::session).
+    fn rename_session(
+        &self,
+        tx: &mut Transaction,
+        from: &ClientKey,
+        to: &ClientKey,
+    ) -> Result<(), StoreError>;
+
+    /// Attach `principal` to the session (or detach with `None`).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchSession`] if the session is not live.
+    fn set_principal(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        principal: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// The value `name` of package `package`, seeing this transaction's own
+    /// writes; `None` if absent or the session is not live.
+    ///
+    /// # Errors
+    /// As for [`session`](Self::session); [`StoreError::CorruptRecord`] if the
+    /// stored bytes do not decode.
+    fn get(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<Option<SessionValue>, StoreError>;
+
+    /// Buffer `value` under `name` in package `package`. It is serialized at
+    /// commit.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchSession`] if the session is not live;
+    /// [`StoreError::InvalidInput`] for an over-long package id or name.
+    fn insert(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+        value: SessionValue,
+    ) -> Result<(), StoreError>;
+
+    /// Remove `name` from package `package`; `false` if it was absent.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    fn remove(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<bool, StoreError>;
+
+    /// The names in package `package`, sorted.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    fn names(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<Vec<String>, StoreError>;
+
+    /// The packages of the session that hold at least one name, sorted.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    fn packages(&self, tx: &mut Transaction, client: &ClientKey)
+    -> Result<Vec<String>, StoreError>;
+}
+
+/// A session as the admin tooling lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionSummary {
+    /// The session's key (hashed client id).
+    pub key: ClientKey,
+    /// Creation time, Unix seconds.
+    pub created: u64,
+    /// Last access time, Unix seconds.
+    pub last_access: u64,
+    /// The attached principal, if any.
+    pub principal: Option<String>,
+    /// Bytes of stored values.
+    pub bytes: u64,
+    /// Whether it has expired (but not yet been swept).
+    pub expired: bool,
+}
+
+/// A session with its data, for `keel sessions show`.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SessionDetail {
+    /// The summary.
+    pub summary: SessionSummary,
+    /// Package id -> name -> value.
+    pub data: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
+/// Whole-container figures for `keel sessions stats`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ContainerStats {
+    /// Stored sessions, expired or not.
+    pub sessions: u64,
+    /// Of which expired but not yet swept.
+    pub expired: u64,
+    /// Bytes of stored values.
+    pub value_bytes: u64,
+    /// Size of the database file, if there is one.
+    pub file_bytes: Option<u64>,
+    /// Ages (now - created), seconds, of the live sessions.
+    pub ages: Vec<u64>,
+    /// Idle times (now - last access), seconds, of the live sessions.
+    pub idle: Vec<u64>,
+}
+
+/// What one sweep call did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SweepReport {
+    /// Sessions deleted.
+    pub removed: u64,
+    /// Whether more expired sessions remain (the batch limit was reached).
+    pub more: bool,
+}
+
+/// Administration of a container, outside request transactions. Every change
+/// is committed durably on its own, and conflicts with requests in flight (a
+/// deleted session is never brought back by one).
+pub trait SessionAdmin {
+    /// Up to `limit` sessions with keys after `after`, in key order.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] or [`StoreError::CorruptRecord`].
+    fn list_sessions(
+        &self,
+        after: Option<&ClientKey>,
+        limit: usize,
+    ) -> Result<Vec<SessionSummary>, StoreError>;
+
+    /// One session with all its data, expired or not.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn session_detail(&self, key: &ClientKey) -> Result<Option<SessionDetail>, StoreError>;
+
+    /// Delete sessions; returns how many existed.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn delete_sessions(&self, keys: &[ClientKey]) -> Result<u64, StoreError>;
+
+    /// The keys of the sessions attached to `principal`.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn sessions_of_principal(&self, principal: &str) -> Result<Vec<ClientKey>, StoreError>;
+
+    /// Whole-container figures.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn stats(&self) -> Result<ContainerStats, StoreError>;
+
+    /// Delete up to `batch` expired sessions, reading only expired ones.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn sweep(&self, batch: usize) -> Result<SweepReport, StoreError>;
+
+    /// A small durable setting (the signing key ring), if stored.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn load_setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Store a small durable setting, committed at once.
+    ///
+    /// # Errors
+    /// As for [`list_sessions`](Self::list_sessions).
+    fn store_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+}

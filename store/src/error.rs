@@ -1,0 +1,149 @@
+//! The crate's one error type.
+
+use std::path::PathBuf;
+
+use keel_txn::BoxError;
+
+use crate::ClientKey;
+
+/// Everything that can go wrong in a session data container.
+///
+/// [`StoreError::is_retryable`] keeps conflicts (re-run the request) apart
+/// from fatal errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A value could not be serialized at commit; nothing of the transaction
+    /// was written, in any container.
+    #[error("value {key:?} of package {package:?} cannot be serialized: {source}")]
+    Unserializable {
+        /// The package id.
+        package: String,
+        /// The key within the package.
+        key: String,
+        /// The value's own `Serialize` error.
+        #[source]
+        source: BoxError,
+    },
+    /// A stored value is not of the type the reader asked for.
+    #[error("value {key:?} of package {package:?} is not of the requested type: {source}")]
+    WrongType {
+        /// The package id.
+        package: String,
+        /// The key within the package.
+        key: String,
+        /// What the deserializer said.
+        #[source]
+        source: BoxError,
+    },
+    /// Another transaction changed what this one read or wrote; re-running the
+    /// request in a fresh transaction may succeed.
+    #[error("conflict on session {client}: {what} changed since this transaction read it")]
+    Conflict {
+        /// The session concerned.
+        client: ClientKey,
+        /// What changed (the session record, an item, a package's names).
+        what: String,
+    },
+    /// The file is not a redb database, or not one written by Keel. It was not
+    /// modified.
+    #[error("{path} is not a Keel session database: {reason}")]
+    NotAKeelDatabase {
+        /// The file.
+        path: PathBuf,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// The file was written by a newer Keel with a format this build cannot
+    /// read. It was not modified.
+    #[error("{path} has session format version {found}; this build reads up to {supported}")]
+    UnsupportedFormat {
+        /// The file.
+        path: PathBuf,
+        /// The format version found in the file.
+        found: u32,
+        /// The newest format version this build reads.
+        supported: u32,
+    },
+    /// Another process holds the database file open.
+    #[error(
+        "{path} is in use by another process (is `keel serve` running? use `--url` to manage a running server)"
+    )]
+    DatabaseInUse {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The database file is damaged beyond what redb's repair can fix.
+    #[error("{path} is corrupted: {source}")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// redb's error.
+        #[source]
+        source: BoxError,
+    },
+    /// A storage operation failed.
+    #[error("storage error while {operation}: {source}")]
+    Storage {
+        /// What the container was doing.
+        operation: &'static str,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// A durable commit failed partway: it may or may not have taken effect.
+    /// Not retryable; the container reopens the database before the next
+    /// commit.
+    #[error("commit outcome unknown after a storage error: {source}")]
+    CommitOutcomeUnknown {
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+    /// A stored record could not be decoded.
+    #[error("stored record {what} is damaged: {source}")]
+    CorruptRecord {
+        /// Which record.
+        what: String,
+        /// The decoder's error.
+        #[source]
+        source: BoxError,
+    },
+    /// The session is not live (never created, deleted, or expired).
+    #[error("session {client} does not exist or has expired")]
+    NoSuchSession {
+        /// The session concerned.
+        client: ClientKey,
+    },
+    /// A package id, key or principal is too long or otherwise not storable.
+    #[error("invalid {what}: {reason}")]
+    InvalidInput {
+        /// What was invalid.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The container's committer has shut down.
+    #[error("the container is closed")]
+    Closed,
+    /// The transaction could not be joined or used.
+    #[error(transparent)]
+    Transaction(#[from] keel_txn::TxnError),
+}
+
+impl StoreError {
+    /// Whether re-running the unit of work in a fresh transaction may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            StoreError::Conflict { .. } => true,
+            StoreError::Transaction(err) => err.is_retryable(),
+            _ => false,
+        }
+    }
+}
+
+impl keel_txn::Retryable for StoreError {
+    fn is_retryable(&self) -> bool {
+        StoreError::is_retryable(self)
+    }
+}

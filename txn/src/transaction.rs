@@ -1,0 +1,539 @@
+//! One unit of work: joined data managers, hooks, savepoints and two-phase
+//! commit.
+
+use std::{any::Any, fmt, sync::Arc, time::Instant};
+
+use crate::{
+    BoxError, DataManager, Phase, TxnError,
+    data_manager::SavepointState,
+    manager::Counters,
+    savepoint::{Savepoint, SavepointRecord},
+};
+
+/// Where a transaction is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Status {
+    /// Open for work.
+    Active,
+    /// Open for work, but it can only be aborted ([`Transaction::doom`]).
+    Doomed,
+    /// Inside `commit`: running before-commit hooks or two-phase commit.
+    Committing,
+    /// Committed.
+    Committed,
+    /// A commit or rollback failed; only abort is allowed.
+    CommitFailed,
+    /// Aborted.
+    Aborted,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Active => "active",
+            Status::Doomed => "doomed",
+            Status::Committing => "committing",
+            Status::Committed => "committed",
+            Status::CommitFailed => "failed",
+            Status::Aborted => "aborted",
+        })
+    }
+}
+
+/// What a successful commit reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CommitInfo {
+    /// The transaction's id (unique within its manager).
+    pub transaction_id: u64,
+    /// How many data managers took part.
+    pub resources: usize,
+}
+
+type BeforeCommitHook = Box<dyn FnOnce(&mut Transaction) -> Result<(), BoxError> + Send>;
+type AfterCommitHook = Box<dyn FnOnce(bool) -> Result<(), BoxError> + Send>;
+type AbortHook = Box<dyn FnOnce() + Send>;
+
+/// A unit of work that commits atomically or not at all.
+///
+/// Created by [`TransactionManager::begin`](crate::TransactionManager::begin).
+/// Data managers [`join`](Transaction::join) it lazily; [`commit`] runs the
+/// before-commit hooks, then two-phase commit over the joined data managers in
+/// sort-key order, then the after-commit hooks. A transaction is move-only:
+/// `commit(self)` and `abort(self)` consume it, and **dropping an unfinished
+/// transaction aborts it**.
+///
+/// [`commit`]: Transaction::commit
+pub struct Transaction {
+    id: u64,
+    status: Status,
+    failure: Option<String>,
+    resources: Vec<Box<dyn DataManager>>,
+    savepoints: Vec<SavepointRecord>,
+    next_savepoint: u64,
+    before_commit: Vec<BeforeCommitHook>,
+    after_commit: Vec<AfterCommitHook>,
+    before_abort: Vec<AbortHook>,
+    after_abort: Vec<AbortHook>,
+    counters: Arc<Counters>,
+}
+
+impl fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let keys: Vec<&str> = self.resources.iter().map(|dm| dm.sort_key()).collect();
+        f.debug_struct("Transaction")
+            .field("id", &self.id)
+            .field("status", &self.status)
+            .field("resources", &keys)
+            .field("savepoints", &self.savepoints.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction {
+    pub(crate) fn new(id: u64, counters: Arc<Counters>) -> Self {
+        Transaction {
+            id,
+            status: Status::Active,
+            failure: None,
+            resources: Vec::new(),
+            savepoints: Vec::new(),
+            next_savepoint: 0,
+            before_commit: Vec::new(),
+            after_commit: Vec::new(),
+            before_abort: Vec::new(),
+            after_abort: Vec::new(),
+            counters,
+        }
+    }
+
+    /// The transaction's id, unique within its manager.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Where the transaction is in its life.
+    pub fn status(&self) -> Status {
+        self.status
+    }
+
+    /// Whether [`doom`](Transaction::doom) was called.
+    pub fn is_doomed(&self) -> bool {
+        self.status == Status::Doomed
+    }
+
+    /// Mark the transaction so that it can only be aborted: it stays usable
+    /// (data managers may still join), but [`commit`](Transaction::commit)
+    /// returns [`TxnError::Doomed`]. Frameworks doom the transaction of a
+    /// request whose changes must be discarded.
+    ///
+    /// # Errors
+    /// [`TxnError::InvalidState`] unless the transaction is active or already
+    /// doomed.
+    pub fn doom(&mut self) -> Result<(), TxnError> {
+        match self.status {
+            Status::Active | Status::Doomed => {
+                self.status = Status::Doomed;
+                Ok(())
+            }
+            status => Err(TxnError::InvalidState {
+                action: "doom",
+                status,
+            }),
+        }
+    }
+
+    fn check_usable(&self, action: &'static str) -> Result<(), TxnError> {
+        match self.status {
+            Status::Active | Status::Doomed | Status::Committing => Ok(()),
+            Status::CommitFailed => Err(self.failed_error()),
+            status => Err(TxnError::InvalidState { action, status }),
+        }
+    }
+
+    fn failed_error(&self) -> TxnError {
+        TxnError::TransactionFailed {
+            reason: self
+                .failure
+                .clone()
+                .unwrap_or_else(|| "an earlier error".to_owned()),
+        }
+    }
+
+    /// Join `dm` to the transaction and return it. A data manager with the same
+    /// sort key that already joined is returned instead (and `dm` is dropped),
+    /// so joining is idempotent.
+    ///
+    /// # Errors
+    /// [`TxnError::TransactionFailed`] after a failed commit or rollback,
+    /// [`TxnError::WrongDataManagerType`] if the joined data manager with that
+    /// sort key is of another type.
+    pub fn join<D: DataManager>(&mut self, dm: D) -> Result<&mut D, TxnError> {
+        self.join_with(dm.sort_key().to_owned().as_str(), || dm)
+    }
+
+    /// The joined data manager with sort key `key`, joining the one `make`
+    /// creates if there is none. `make` runs only when needed, which is what
+    /// lazy joining wants.
+    ///
+    /// # Errors
+    /// As for [`join`](Transaction::join).
+    pub fn join_with<D: DataManager>(
+        &mut self,
+        key: &str,
+        make: impl FnOnce() -> D,
+    ) -> Result<&mut D, TxnError> {
+        self.check_usable("join")?;
+        let index = match self.resources.iter().position(|dm| dm.sort_key() == key) {
+            Some(index) => index,
+            None => {
+                let dm = make();
+                debug_assert_eq!(dm.sort_key(), key, "sort key must be stable");
+                self.resources.push(Box::new(dm));
+                self.resources.len() - 1
+            }
+        };
+        let dm: &mut dyn Any = self.resources[index].as_mut();
+        dm.downcast_mut::<D>()
+            .ok_or_else(|| TxnError::WrongDataManagerType {
+                resource: key.to_owned(),
+            })
+    }
+
+    /// The joined data manager with sort key `key`, if one joined and it is of
+    /// type `D`.
+    pub fn data_manager<D: DataManager>(&mut self, key: &str) -> Option<&mut D> {
+        let dm: &mut dyn Any = self
+            .resources
+            .iter_mut()
+            .find(|dm| dm.sort_key() == key)?
+            .as_mut();
+        dm.downcast_mut::<D>()
+    }
+
+    /// The sort keys of the joined data managers, in join order.
+    pub fn resource_keys(&self) -> impl Iterator<Item = &str> {
+        self.resources.iter().map(|dm| dm.sort_key())
+    }
+
+    /// Run `hook` at the start of `commit`, before two-phase commit. Hooks may
+    /// change data, join data managers and add more hooks. A failing hook fails
+    /// the commit.
+    pub fn before_commit(
+        &mut self,
+        hook: impl FnOnce(&mut Transaction) -> Result<(), BoxError> + Send + 'static,
+    ) {
+        self.before_commit.push(Box::new(hook));
+    }
+
+    /// Run `hook` after the commit with `true` if it succeeded and `false` if
+    /// it failed. The place for side effects that must happen only if the
+    /// commit did (sending mail, setting a cookie). A hook's error is logged,
+    /// not returned: the commit's outcome is already decided.
+    pub fn after_commit(
+        &mut self,
+        hook: impl FnOnce(bool) -> Result<(), BoxError> + Send + 'static,
+    ) {
+        self.after_commit.push(Box::new(hook));
+    }
+
+    /// Run `hook` at the start of an abort (including the abort of a dropped
+    /// transaction).
+    pub fn before_abort(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.before_abort.push(Box::new(hook));
+    }
+
+    /// Run `hook` at the end of an abort.
+    pub fn after_abort(&mut self, hook: impl FnOnce() + Send + 'static) {
+        self.after_abort.push(Box::new(hook));
+    }
+
+    /// Take a savepoint across every joined data manager.
+    ///
+    /// # Errors
+    /// [`TxnError::SavepointUnsupported`] if a joined data manager cannot take
+    /// savepoints (use [`savepoint_optimistic`](Transaction::savepoint_optimistic)
+    /// to take one anyway); [`TxnError::TransactionFailed`] after a failure.
+    pub fn savepoint(&mut self) -> Result<Savepoint, TxnError> {
+        self.take_savepoint(false)
+    }
+
+    /// Take a savepoint even if some joined data managers cannot: rolling back
+    /// to it then fails with [`TxnError::SavepointUnsupported`] (and fails the
+    /// transaction), but taking it succeeds.
+    ///
+    /// # Errors
+    /// [`TxnError::TransactionFailed`] after a failure.
+    pub fn savepoint_optimistic(&mut self) -> Result<Savepoint, TxnError> {
+        self.take_savepoint(true)
+    }
+
+    fn take_savepoint(&mut self, optimistic: bool) -> Result<Savepoint, TxnError> {
+        self.check_usable("take a savepoint of")?;
+        let mut states: Vec<Option<SavepointState>> = Vec::with_capacity(self.resources.len());
+        for dm in &mut self.resources {
+            match dm.savepoint() {
+                Some(state) => states.push(Some(state)),
+                None if optimistic => states.push(None),
+                None => {
+                    return Err(TxnError::SavepointUnsupported {
+                        resource: dm.sort_key().to_owned(),
+                    });
+                }
+            }
+        }
+        let id = self.next_savepoint;
+        self.next_savepoint += 1;
+        self.savepoints.push(SavepointRecord { id, states });
+        Ok(Savepoint::new(self.id, id))
+    }
+
+    /// Whether `savepoint` can still be rolled back to.
+    pub fn is_valid(&self, savepoint: &Savepoint) -> bool {
+        savepoint.transaction_id() == self.id
+            && self.savepoints.iter().any(|r| r.id == savepoint.id())
+    }
+
+    /// Undo every change made since `savepoint` in every joined data manager.
+    /// Data managers that joined after it are aborted and leave the
+    /// transaction. Later savepoints become invalid; `savepoint` itself stays
+    /// valid and can be rolled back to again.
+    ///
+    /// # Errors
+    /// [`TxnError::InvalidSavepoint`] if it was invalidated;
+    /// [`TxnError::Resource`] (phase [`Phase::Rollback`]) or
+    /// [`TxnError::SavepointUnsupported`] if a data manager could not roll
+    /// back, which also puts the transaction in the failed state.
+    pub fn rollback(&mut self, savepoint: &Savepoint) -> Result<(), TxnError> {
+        self.check_usable("roll back")?;
+        if savepoint.transaction_id() != self.id {
+            return Err(TxnError::InvalidSavepoint);
+        }
+        let Some(position) = self
+            .savepoints
+            .iter()
+            .position(|r| r.id == savepoint.id())
+        else {
+            return Err(TxnError::InvalidSavepoint);
+        };
+        self.savepoints.truncate(position + 1);
+        let joined_before = self.savepoints[position].states.len();
+        // Data managers that joined after the savepoint did all their work
+        // after it: aborting them is their rollback.
+        for mut dm in self.resources.drain(joined_before..) {
+            dm.abort();
+        }
+        let mut outcome = Ok(());
+        for (dm, state) in self
+            .resources
+            .iter_mut()
+            .zip(&self.savepoints[position].states)
+        {
+            let result = match state {
+                Some(state) => dm.rollback(state).map_err(|source| TxnError::Resource {
+                    resource: dm.sort_key().to_owned(),
+                    phase: Phase::Rollback,
+                    retryable: false,
+                    source,
+                }),
+                None => Err(TxnError::SavepointUnsupported {
+                    resource: dm.sort_key().to_owned(),
+                }),
+            };
+            if let Err(err) = result {
+                outcome = Err(err);
+                break;
+            }
+        }
+        if let Err(err) = &outcome {
+            self.fail(format!("rollback to a savepoint failed: {err}"));
+        }
+        outcome
+    }
+
+    fn fail(&mut self, reason: String) {
+        self.status = Status::CommitFailed;
+        self.failure = Some(reason);
+        self.savepoints.clear();
+    }
+
+    /// Commit: run the before-commit hooks, then two-phase commit over every
+    /// joined data manager in sort-key order, then the after-commit hooks.
+    ///
+    /// On failure every joined data manager has been aborted and the
+    /// transaction is consumed (dropping it completes the abort). Use
+    /// [`try_commit`](Transaction::try_commit) to keep a failed transaction.
+    ///
+    /// # Errors
+    /// As for [`try_commit`](Transaction::try_commit).
+    pub fn commit(mut self) -> Result<CommitInfo, TxnError> {
+        self.try_commit()
+    }
+
+    /// Commit, keeping the transaction: after success it is
+    /// [`Status::Committed`]; after a failure it is [`Status::CommitFailed`],
+    /// every later `try_commit` or `join` returns
+    /// [`TxnError::TransactionFailed`], and only [`abort`](Transaction::abort)
+    /// is allowed.
+    ///
+    /// # Errors
+    /// - [`TxnError::Doomed`] if the transaction is doomed (nothing is run; it
+    ///   stays doomed).
+    /// - [`TxnError::Hook`] if a before-commit hook failed.
+    /// - [`TxnError::Resource`] if a data manager failed; its error is the
+    ///   source, and `is_retryable()` says whether the data manager thinks a
+    ///   retry may succeed.
+    /// - [`TxnError::TransactionFailed`] if it failed before.
+    /// - [`TxnError::InvalidState`] if it already committed or aborted.
+    pub fn try_commit(&mut self) -> Result<CommitInfo, TxnError> {
+        match self.status {
+            Status::Active => {}
+            Status::Doomed => return Err(TxnError::Doomed),
+            Status::CommitFailed => return Err(self.failed_error()),
+            status => {
+                return Err(TxnError::InvalidState {
+                    action: "commit",
+                    status,
+                });
+            }
+        }
+        let started = Instant::now();
+        self.savepoints.clear();
+        self.status = Status::Committing;
+        let result = self
+            .run_before_commit_hooks()
+            .and_then(|()| self.two_phase_commit());
+        match result {
+            Ok(resources) => {
+                self.status = Status::Committed;
+                self.counters.record_commit(started.elapsed());
+                self.run_after_commit_hooks(true);
+                self.resources.clear();
+                Ok(CommitInfo {
+                    transaction_id: self.id,
+                    resources,
+                })
+            }
+            Err(err) => {
+                self.fail(format!("commit failed: {err}"));
+                self.counters.record_failed_commit(err.is_retryable());
+                self.run_after_commit_hooks(false);
+                Err(err)
+            }
+        }
+    }
+
+    fn run_before_commit_hooks(&mut self) -> Result<(), TxnError> {
+        // Hooks may register more hooks: run until none are left.
+        while !self.before_commit.is_empty() {
+            let hooks = std::mem::take(&mut self.before_commit);
+            for hook in hooks {
+                hook(self).map_err(|source| TxnError::Hook { source })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Two-phase commit over the joined data managers; returns how many took
+    /// part. On failure every data manager has been aborted and removed.
+    fn two_phase_commit(&mut self) -> Result<usize, TxnError> {
+        self.resources
+            .sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
+        // How many data managers got `tpc_begin`: they get `tpc_abort` on
+        // failure, the rest get `abort`.
+        let mut begun = 0;
+        let result = (|| {
+            for dm in self.resources.iter_mut() {
+                begun += 1;
+                step(dm.as_mut(), Phase::Begin, |dm| dm.tpc_begin())?;
+            }
+            for dm in self.resources.iter_mut() {
+                step(dm.as_mut(), Phase::Commit, |dm| dm.commit())?;
+            }
+            for dm in self.resources.iter_mut() {
+                step(dm.as_mut(), Phase::Vote, |dm| dm.tpc_vote())?;
+            }
+            Ok(())
+        })();
+        match result {
+            Ok(()) => {
+                for dm in self.resources.iter_mut() {
+                    dm.tpc_finish();
+                }
+                Ok(self.resources.len())
+            }
+            Err(err) => {
+                for (index, mut dm) in self.resources.drain(..).enumerate() {
+                    if index < begun {
+                        dm.tpc_abort();
+                    } else {
+                        dm.abort();
+                    }
+                }
+                Err(err)
+            }
+        }
+    }
+
+    fn run_after_commit_hooks(&mut self, committed: bool) {
+        for hook in std::mem::take(&mut self.after_commit) {
+            if let Err(err) = hook(committed) {
+                tracing::error!(
+                    transaction = self.id,
+                    committed,
+                    error = %err,
+                    "after-commit hook failed"
+                );
+            }
+        }
+    }
+
+    /// Abort: run the before-abort hooks, drop every joined data manager's
+    /// changes, then run the after-abort hooks. Allowed in any status but
+    /// committed (where it does nothing).
+    pub fn abort(mut self) {
+        self.abort_in_place();
+    }
+
+    fn abort_in_place(&mut self) {
+        if matches!(self.status, Status::Committed | Status::Aborted) {
+            return;
+        }
+        for hook in std::mem::take(&mut self.before_abort) {
+            hook();
+        }
+        for mut dm in self.resources.drain(..) {
+            dm.abort();
+        }
+        self.savepoints.clear();
+        self.before_commit.clear();
+        self.after_commit.clear();
+        self.status = Status::Aborted;
+        self.counters.record_abort();
+        for hook in std::mem::take(&mut self.after_abort) {
+            hook();
+        }
+    }
+}
+
+/// Run one step of two-phase commit on `dm`, wrapping its error.
+fn step(
+    dm: &mut dyn DataManager,
+    phase: Phase,
+    f: impl FnOnce(&mut dyn DataManager) -> Result<(), BoxError>,
+) -> Result<(), TxnError> {
+    f(dm).map_err(|source| TxnError::Resource {
+        resource: dm.sort_key().to_owned(),
+        phase,
+        retryable: dm.should_retry(source.as_ref()),
+        source,
+    })
+}
+
+impl Drop for Transaction {
+    /// Dropping an unfinished transaction aborts it.
+    fn drop(&mut self) {
+        self.abort_in_place();
+    }
+}
