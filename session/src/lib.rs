@@ -1,1 +1,5 @@
-//! keel-session: not yet implemented (see the open issue for this crate).
+//! keel-session: server-side HTTP sessions. UNDER CONSTRUCTION.
+
+mod error;
+
+pub use error::SessionError;

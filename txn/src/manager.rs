@@ -209,9 +209,7 @@ impl TransactionManager {
 /// The commit's own error, or [`TxnError::CommitInterrupted`] if the blocking
 /// task panicked or was cancelled (the outcome is then unknown).
 #[cfg(feature = "async")]
-pub async fn commit_on_blocking_pool(
-    tx: Transaction,
-) -> Result<crate::CommitInfo, TxnError> {
+pub async fn commit_on_blocking_pool(tx: Transaction) -> Result<crate::CommitInfo, TxnError> {
     match tokio::task::spawn_blocking(move || tx.commit()).await {
         Ok(result) => result,
         Err(join_error) => Err(TxnError::CommitInterrupted {

@@ -77,8 +77,8 @@ mod tests {
 
     #[test]
     fn backoff_never_exceeds_its_cap_and_grows_with_retries() {
-        let policy = RetryPolicy::default()
-            .with_backoff(Duration::from_millis(1), Duration::from_millis(8));
+        let policy =
+            RetryPolicy::default().with_backoff(Duration::from_millis(1), Duration::from_millis(8));
         for retry in 1..30 {
             let cap = Duration::from_millis(1 << (retry - 1).min(3));
             for _ in 0..50 {

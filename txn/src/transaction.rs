@@ -310,11 +310,7 @@ impl Transaction {
         if savepoint.transaction_id() != self.id {
             return Err(TxnError::InvalidSavepoint);
         }
-        let Some(position) = self
-            .savepoints
-            .iter()
-            .position(|r| r.id == savepoint.id())
-        else {
+        let Some(position) = self.savepoints.iter().position(|r| r.id == savepoint.id()) else {
             return Err(TxnError::InvalidSavepoint);
         };
         self.savepoints.truncate(position + 1);
