@@ -16,7 +16,9 @@ pub enum SessionError {
     },
     /// No container is registered for the package id, and there is no
     /// unnamed (fallback) container either.
-    #[error("no session data container is registered for package {package:?}, and there is no default container")]
+    #[error(
+        "no session data container is registered for package {package:?}, and there is no default container"
+    )]
     NoContainer {
         /// The package id looked up.
         package: String,

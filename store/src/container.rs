@@ -121,8 +121,7 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// As for [`session`](Self::session).
-    fn delete_session(&self, tx: &mut Transaction, client: &ClientKey)
-    -> Result<bool, StoreError>;
+    fn delete_session(&self, tx: &mut Transaction, client: &ClientKey) -> Result<bool, StoreError>;
 
     /// Move the session and its data from `from` to `to` (id cycling); `from`
     /// no longer exists afterwards.
