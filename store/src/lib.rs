@@ -17,4 +17,4 @@ pub use value::{Value, ValueError, from_value, to_value};
 
 /// PLACEHOLDER: a value held in a session (live until commit, then a tree).
 #[derive(Debug, Clone)]
-pub struct SessionValue(Value);
+pub struct SessionValue(pub Value);
