@@ -23,6 +23,48 @@ pub enum SessionError {
         /// The package id looked up.
         package: String,
     },
+    /// A template path is not of the form `pkg/key`.
+    #[error("session path {path:?} is not of the form \"pkg/key\"")]
+    InvalidPath {
+        /// The path given.
+        path: String,
+    },
+    /// The request's transaction was already committed or aborted; the
+    /// session can no longer be used.
+    #[error("the request's session was already committed or aborted")]
+    RequestFinished,
+    /// A stored signing key ring could not be decoded: it is truncated,
+    /// corrupt, not a key ring, or written by a newer Keel.
+    #[error("invalid signing key ring: {reason}")]
+    InvalidKeyRing {
+        /// What is wrong with the encoded key ring.
+        reason: &'static str,
+    },
+    /// The operating system's random number generator failed, so no id or
+    /// key could be generated.
+    #[error("the operating system's random number generator failed")]
+    Random {
+        /// The generator's error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A cookie client id manager setting is invalid.
+    #[error("invalid cookie setting {setting}: {reason}")]
+    InvalidCookieConfig {
+        /// The setting (`name`, `domain`, `path`, `lifetime`, ...).
+        setting: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A secret file could not be read, or holds no secret.
+    #[error("cannot read a secret from {path}")]
+    SecretFile {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why (an I/O error, or `InvalidData` for an empty file).
+        #[source]
+        source: std::io::Error,
+    },
     /// The container failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -99,7 +99,10 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError::Storage`] on a read failure,
-    /// [`StoreError::Transaction`] if the transaction cannot be joined.
+    /// [`StoreError::CorruptRecord`] if the stored record does not decode,
+    /// [`StoreError::Transaction`] if the transaction cannot be joined,
+    /// [`StoreError::Conflict`] (RAM container) if the session changed after
+    /// the transaction began.
     fn session(
         &self,
         tx: &mut Transaction,
@@ -124,10 +127,12 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
     fn delete_session(&self, tx: &mut Transaction, client: &ClientKey) -> Result<bool, StoreError>;
 
     /// Move the session and its data from `from` to `to` (id cycling); `from`
-    /// no longer exists afterwards.
+    /// no longer exists afterwards. A value written into `from` by another
+    /// transaction meanwhile makes the commit conflict (it is not lost).
     ///
     /// # Errors
-    /// [`StoreError::NoSuchSession`] if `from` is not live; as for
+    /// [`StoreError::NoSuchSession`] if `from` is not live,
+    /// [`StoreError::SessionExists`] if `to` is; as for
     /// [`session`](Self::session).
     fn rename_session(
         &self,
@@ -139,7 +144,9 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
     /// Attach `principal` to the session (or detach with `None`).
     ///
     /// # Errors
-    /// [`StoreError::NoSuchSession`] if the session is not live.
+    /// [`StoreError::NoSuchSession`] if the session is not live;
+    /// [`StoreError::InvalidInput`] for a principal over 65535 bytes; as for
+    /// [`session`](Self::session).
     fn set_principal(
         &self,
         tx: &mut Transaction,
@@ -151,8 +158,8 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
     /// writes; `None` if absent or the session is not live.
     ///
     /// # Errors
-    /// As for [`session`](Self::session); [`StoreError::CorruptRecord`] if the
-    /// stored bytes do not decode.
+    /// As for [`session`](Self::session); [`StoreError::InvalidInput`] for a
+    /// package id or name over 65535 bytes.
     fn get(
         &self,
         tx: &mut Transaction,
@@ -166,7 +173,9 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
     ///
     /// # Errors
     /// [`StoreError::NoSuchSession`] if the session is not live;
-    /// [`StoreError::InvalidInput`] for an over-long package id or name.
+    /// [`StoreError::InvalidInput`] for a package id or name over 65535
+    /// bytes; as for [`session`](Self::session). Serialization errors come
+    /// at commit, as [`StoreError::Unserializable`].
     fn insert(
         &self,
         tx: &mut Transaction,
@@ -286,7 +295,9 @@ pub trait SessionAdmin {
     /// Delete sessions; returns how many existed.
     ///
     /// # Errors
-    /// As for [`list_sessions`](Self::list_sessions).
+    /// As for [`list_sessions`](Self::list_sessions);
+    /// [`StoreError::CommitOutcomeUnknown`] if the durable commit failed
+    /// partway; [`StoreError::Closed`] if the container shut down.
     fn delete_sessions(&self, keys: &[ClientKey]) -> Result<u64, StoreError>;
 
     /// The keys of the sessions attached to `principal`.
@@ -304,7 +315,7 @@ pub trait SessionAdmin {
     /// Delete up to `batch` expired sessions, reading only expired ones.
     ///
     /// # Errors
-    /// As for [`list_sessions`](Self::list_sessions).
+    /// As for [`delete_sessions`](Self::delete_sessions).
     fn sweep(&self, batch: usize) -> Result<SweepReport, StoreError>;
 
     /// A small durable setting (the signing key ring), if stored.
@@ -316,6 +327,6 @@ pub trait SessionAdmin {
     /// Store a small durable setting, committed at once.
     ///
     /// # Errors
-    /// As for [`list_sessions`](Self::list_sessions).
+    /// As for [`delete_sessions`](Self::delete_sessions).
     fn store_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
 }

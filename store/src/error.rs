@@ -115,6 +115,12 @@ pub enum StoreError {
         /// The session concerned.
         client: ClientKey,
     },
+    /// The new id of a renamed session already belongs to a live session.
+    #[error("session {client} already exists")]
+    SessionExists {
+        /// The session concerned.
+        client: ClientKey,
+    },
     /// A package id, key or principal is too long or otherwise not storable.
     #[error("invalid {what}: {reason}")]
     InvalidInput {

@@ -1,0 +1,279 @@
+//! `keel serve`: the demo application, a durable page counter.
+//!
+//! Routes and output are a contract (the team's DESIGN.md, "Demo and admin
+//! contract"); tests outside this crate depend on them.
+
+use std::{path::Path, sync::Arc};
+
+use axum::{
+    Json, Router,
+    extract::{Query, State},
+    response::Html,
+    routing::{get, post},
+};
+use keel_session::{
+    ContainerRegistry, CookieConfig, KeyRing, Session, SessionError, SessionLayer, SessionManager,
+    ZopeIdFormat, template_object,
+};
+use keel_store::{ExpiryPolicy, RamContainer, RedbContainer, RedbOptions, SessionContainer};
+use serde::{Deserialize, Serialize, Serializer, ser::Error as _};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::{CliError, IdFormat, ServeArgs};
+
+/// The package id of the demo's data.
+pub(crate) const DEMO_PACKAGE: &str = "keel.demo";
+
+/// The setting under which the keel-format key ring is stored in the database.
+const KEY_RING_SETTING: &str = "keel.key_ring";
+
+const INDEX_TEMPLATE: &str = r#"<!doctype html>
+<html lang="en">
+<head><meta charset="utf-8"><title>Keel page counter</title></head>
+<body>
+<h1>Keel</h1>
+<p>You have seen this page <strong id="count">{{ session("keel.demo").count }}</strong> time{{ "" if session("keel.demo").count == 1 else "s" }}.</p>
+<p>Each visit is committed durably before this page is sent.</p>
+</body>
+</html>
+"#;
+
+#[derive(Clone)]
+struct AppState {
+    templates: Arc<minijinja::Environment<'static>>,
+}
+
+/// Run the demo server until SIGTERM or Ctrl-C.
+pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+    let container = open_container(&args)?;
+    let ids = client_id_manager(&args, container.as_ref())?;
+    let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(args, manager))
+}
+
+fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliError> {
+    let base = if args.memory {
+        ExpiryPolicy::ram_default()
+    } else {
+        ExpiryPolicy::default()
+    };
+    let mut expiry = base;
+    if let Some(timeout) = args.timeout {
+        expiry = expiry.with_timeout(timeout);
+    }
+    if let Some(resolution) = args.resolution {
+        expiry = expiry.with_resolution(resolution);
+    }
+    Ok(if args.memory {
+        Arc::new(RamContainer::new().with_expiry(expiry))
+    } else {
+        Arc::new(RedbContainer::open_with(
+            &args.db,
+            RedbOptions::new().with_expiry(expiry),
+        )?)
+    })
+}
+
+fn client_id_manager(
+    args: &ServeArgs,
+    container: &dyn SessionContainer,
+) -> Result<keel_session::CookieClientIdManager, CliError> {
+    let config = match args.id_format {
+        IdFormat::Zope => {
+            let path = args.secret_file.as_ref().ok_or_else(|| {
+                CliError::Usage("--id-format zope needs --secret-file".to_owned())
+            })?;
+            CookieConfig::new(ZopeIdFormat::from_secret_file(path)?)
+        }
+        IdFormat::Keel => CookieConfig::keel(load_key_ring(args, container)?),
+    };
+    Ok(config.with_name(args.cookie_name.clone()).build()?)
+}
+
+/// The keel-format key ring: from `--secret-file` (created if missing), else
+/// from the database (created on first start), else a fresh one per process.
+fn load_key_ring(args: &ServeArgs, container: &dyn SessionContainer) -> Result<KeyRing, CliError> {
+    if let Some(path) = &args.secret_file {
+        return key_ring_file(path);
+    }
+    if args.memory {
+        return Ok(KeyRing::generate()?);
+    }
+    if let Some(bytes) = container.load_setting(KEY_RING_SETTING)? {
+        return Ok(KeyRing::from_bytes(&bytes)?);
+    }
+    let ring = KeyRing::generate()?;
+    container.store_setting(KEY_RING_SETTING, &ring.to_bytes())?;
+    Ok(ring)
+}
+
+fn key_ring_file(path: &Path) -> Result<KeyRing, CliError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(KeyRing::from_bytes(&bytes)?),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let ring = KeyRing::generate()?;
+            write_private(path, &ring.to_bytes()).map_err(|source| CliError::ReadFile {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(ring)
+        }
+        Err(source) => Err(CliError::ReadFile {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Write a secret file readable only by its owner.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
+
+async fn serve(args: ServeArgs, manager: SessionManager) -> Result<(), CliError> {
+    let mut templates = minijinja::Environment::new();
+    templates
+        .add_template("index.html", INDEX_TEMPLATE)
+        .map_err(|err| CliError::Usage(format!("bad built-in template: {err}")))?;
+    let state = AppState {
+        templates: Arc::new(templates),
+    };
+    let app = Router::new()
+        .route("/", get(index))
+        .route("/api/count", get(read_count).post(increment))
+        .route("/api/oops", post(oops))
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .with_state(state)
+        .layer(SessionLayer::new(manager));
+    let listener = TcpListener::bind(args.addr).await?;
+    let local = listener.local_addr()?;
+    println!("listening on http://{local}");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and lets
+/// in-flight requests (and their commits) finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+/// The stored count, 0 for a client without one.
+fn current_count(session: &Session) -> Result<u64, SessionError> {
+    Ok(match session.get(DEMO_PACKAGE)? {
+        Some(data) => data.get::<u64>("count")?.unwrap_or(0),
+        None => 0,
+    })
+}
+
+fn increment_count(session: &Session) -> Result<u64, SessionError> {
+    let data = session.pkg(DEMO_PACKAGE)?;
+    let count = data.get::<u64>("count")?.unwrap_or(0) + 1;
+    data.insert("count", count)?;
+    Ok(count)
+}
+
+async fn index(
+    State(state): State<AppState>,
+    session: Session,
+) -> Result<Html<String>, axum::response::Response> {
+    use axum::response::IntoResponse;
+    increment_count(&session).map_err(IntoResponse::into_response)?;
+    let render = state
+        .templates
+        .get_template("index.html")
+        .and_then(|t| t.render(minijinja::context! { session => template_object(&session) }));
+    match render {
+        Ok(html) => Ok(Html(html)),
+        Err(err) => Err((
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("template error: {err}"),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Serialize)]
+struct Count {
+    count: u64,
+}
+
+async fn read_count(session: Session) -> Result<Json<Count>, SessionError> {
+    Ok(Json(Count {
+        count: current_count(&session)?,
+    }))
+}
+
+async fn increment(session: Session) -> Result<Json<Count>, SessionError> {
+    Ok(Json(Count {
+        count: increment_count(&session)?,
+    }))
+}
+
+/// A value whose serialization always fails: the seed's `NoPickle`.
+struct NoPickle;
+
+impl Serialize for NoPickle {
+    fn serialize<S: Serializer>(&self, _serializer: S) -> Result<S::Ok, S::Error> {
+        Err(S::Error::custom("I cannot be pickled"))
+    }
+}
+
+/// Increments the count AND stores a value that cannot be serialized: the
+/// commit fails, the layer answers 500 `{"error": ..., "key": "oops"}`, and
+/// the increment is not persisted.
+async fn oops(session: Session) -> Result<Json<Count>, SessionError> {
+    let count = increment_count(&session)?;
+    session.pkg(DEMO_PACKAGE)?.insert("oops", NoPickle)?;
+    Ok(Json(Count { count }))
+}
+
+#[derive(Deserialize)]
+struct LoginQuery {
+    user: String,
+}
+
+/// Cycles the id (against session fixation) and attaches the principal.
+async fn login(
+    session: Session,
+    Query(query): Query<LoginQuery>,
+) -> Result<Json<serde_json::Value>, SessionError> {
+    session.cycle_id()?;
+    session.set_principal(Some(&query.user))?;
+    Ok(Json(json!({ "user": query.user })))
+}
+
+/// Invalidates the session: data deleted, cookie expired.
+async fn logout(session: Session) -> Result<Json<serde_json::Value>, SessionError> {
+    session.invalidate()?;
+    Ok(Json(json!({ "logged_out": true })))
+}

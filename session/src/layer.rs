@@ -1,0 +1,349 @@
+//! The tower middleware: one transaction per request, committed when the
+//! handler succeeds, aborted when it fails, re-run on conflicts.
+
+use std::{
+    convert::Infallible,
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode, header};
+use http_body::Body;
+use http_body_util::{BodyExt, Limited};
+use keel_txn::{TxnError, commit_on_blocking_pool};
+use tower_layer::Layer;
+use tower_service::Service;
+use tracing::Instrument;
+
+use crate::{Session, SessionError, SessionManager};
+
+/// Marks a response whose handler hit a retryable session error (a
+/// conflict): the layer re-runs the request instead of sending it, while
+/// attempts remain. Inserted by `SessionError`'s axum `IntoResponse`, or by
+/// any handler into its response's extensions.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RetryRequest;
+
+/// Builds the response sent when a request's commit fails.
+pub type ErrorResponder = Arc<dyn Fn(&CommitFailure) -> Response<Bytes> + Send + Sync>;
+
+/// Why a request's changes were not committed, handed to the
+/// [`ErrorResponder`].
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum CommitFailure {
+    /// The commit failed; nothing of the request was written.
+    Failed(TxnError),
+    /// Every attempt ended in a conflict; nothing of the last attempt was
+    /// written.
+    Conflict {
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last conflict.
+        error: Option<TxnError>,
+    },
+    /// The request body was larger than the layer buffers for retries.
+    BodyTooLarge {
+        /// The limit, bytes.
+        limit: usize,
+    },
+    /// Reading the request body failed.
+    BodyUnreadable {
+        /// What the body said.
+        message: String,
+    },
+}
+
+/// A tower [`Layer`] that wraps each request in a transaction of the
+/// [`SessionManager`]'s transaction manager.
+///
+/// - The handler finds its [`Session`] in the request extensions (and, with
+///   the `axum` feature, as an extractor).
+/// - When the handler answers with a non-5xx response, the transaction is
+///   committed (on the blocking pool, so a durable commit never stalls the
+///   async runtime); the session cookie is set only if that commit succeeded.
+/// - When the handler answers 5xx or fails, the transaction is aborted.
+/// - When the commit (or the handler, see [`RetryRequest`]) meets a
+///   conflict, the request is re-run in a fresh transaction with the same
+///   buffered body, up to the transaction manager's retry policy; then a 503.
+/// - Any other commit failure becomes a 500 with a JSON body naming the error
+///   (and the package and key of an unserializable value); customise it with
+///   [`SessionLayer::with_error_responder`].
+#[derive(Clone)]
+pub struct SessionLayer {
+    manager: SessionManager,
+    max_body_bytes: usize,
+    responder: ErrorResponder,
+}
+
+impl fmt::Debug for SessionLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionLayer")
+            .field("manager", &self.manager)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionLayer {
+    /// A layer for `manager`'s sessions; buffers request bodies up to 1 MiB
+    /// (needed to re-run a request).
+    pub fn new(manager: SessionManager) -> Self {
+        SessionLayer {
+            manager,
+            max_body_bytes: 1024 * 1024,
+            responder: Arc::new(default_error_response),
+        }
+    }
+
+    /// Buffer request bodies up to `bytes`; larger ones get 413.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+
+    /// Build commit-failure responses with `responder`.
+    pub fn with_error_responder(
+        mut self,
+        responder: impl Fn(&CommitFailure) -> Response<Bytes> + Send + Sync + 'static,
+    ) -> Self {
+        self.responder = Arc::new(responder);
+        self
+    }
+}
+
+impl<S> Layer<S> for SessionLayer {
+    type Service = SessionService<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        SessionService {
+            inner,
+            layer: self.clone(),
+        }
+    }
+}
+
+/// The service [`SessionLayer`] wraps around an inner service.
+#[derive(Clone)]
+pub struct SessionService<S> {
+    inner: S,
+    layer: SessionLayer,
+}
+
+impl<S> fmt::Debug for SessionService<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionService")
+            .field("layer", &self.layer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for SessionService<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    ReqBody: Body + From<Bytes> + Send + 'static,
+    ReqBody::Data: Send,
+    ReqBody::Error: std::error::Error + Send + Sync + 'static,
+    ResBody: From<Bytes> + Send + 'static,
+{
+    type Response = Response<ResBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The inner service was driven to readiness by `poll_ready`; take that
+        // one for the first attempt and leave a fresh clone in its place.
+        let fresh = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, fresh);
+        let layer = self.layer.clone();
+        let span = tracing::debug_span!(
+            "keel.session",
+            method = %request.method(),
+            path = request.uri().path(),
+        );
+        Box::pin(handle(layer, inner, request).instrument(span))
+    }
+}
+
+async fn handle<S, ReqBody, ResBody>(
+    layer: SessionLayer,
+    inner: S,
+    request: Request<ReqBody>,
+) -> Result<Response<ResBody>, Infallible>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>, Error = Infallible> + Clone,
+    ReqBody: Body + From<Bytes>,
+    ReqBody::Error: std::error::Error + Send + Sync + 'static,
+    ResBody: From<Bytes>,
+{
+    let respond = |failure: CommitFailure| (layer.responder)(&failure).map(ResBody::from);
+    let (parts, body) = request.into_parts();
+    let body = match Limited::new(body, layer.max_body_bytes).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(err) => {
+            let failure = if err.is::<http_body_util::LengthLimitError>() {
+                CommitFailure::BodyTooLarge {
+                    limit: layer.max_body_bytes,
+                }
+            } else {
+                CommitFailure::BodyUnreadable {
+                    message: err.to_string(),
+                }
+            };
+            return Ok(respond(failure));
+        }
+    };
+    let transactions = layer.manager.transaction_manager();
+    let policy = transactions.retry_policy().clone();
+    let template = inner.clone();
+    let mut first = Some(inner);
+    let mut attempt: u32 = 1;
+    loop {
+        let session = layer.manager.session_for(&parts.method, &parts.headers);
+        let mut request = Request::new(ReqBody::from(body.clone()));
+        *request.method_mut() = parts.method.clone();
+        *request.uri_mut() = parts.uri.clone();
+        *request.version_mut() = parts.version;
+        *request.headers_mut() = parts.headers.clone();
+        *request.extensions_mut() = parts.extensions.clone();
+        request.extensions_mut().insert(session.clone());
+
+        // The first attempt uses the service `poll_ready` prepared; a retry
+        // drives a fresh clone to readiness.
+        let mut service = match first.take() {
+            Some(service) => service,
+            None => {
+                let mut service = template.clone();
+                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+                service
+            }
+        };
+        let mut response = service.call(request).await?;
+
+        let retry_requested = response.extensions().get::<RetryRequest>().is_some();
+        let conflict: Option<Option<TxnError>> = if retry_requested {
+            session.abort();
+            Some(None)
+        } else if response.status().is_server_error() {
+            tracing::debug!(status = %response.status(), "handler failed: aborting");
+            session.abort();
+            return Ok(response);
+        } else {
+            match session.take_transaction() {
+                // The handler committed or aborted by itself.
+                None => return Ok(response),
+                Some(tx) => match commit_on_blocking_pool(tx).await {
+                    Ok(_) => {
+                        session.write_cookie_headers(response.headers_mut());
+                        return Ok(response);
+                    }
+                    Err(err) if err.is_retryable() => Some(Some(err)),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "commit failed");
+                        return Ok(respond(CommitFailure::Failed(err)));
+                    }
+                },
+            }
+        };
+        if let Some(error) = conflict {
+            if attempt >= policy.attempts() {
+                tracing::warn!(attempts = attempt, "conflicts on every attempt");
+                return Ok(respond(CommitFailure::Conflict {
+                    attempts: attempt,
+                    error,
+                }));
+            }
+            transactions.record_retry();
+            tracing::debug!(attempt, "conflict: re-running the request");
+            tokio::time::sleep(policy.backoff(attempt)).await;
+            attempt += 1;
+        }
+    }
+}
+
+/// The default commit-failure response: JSON `{"error": MESSAGE}`, plus
+/// `"package"` and `"key"` when a value could not be serialized.
+pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
+    let (status, message) = match failure {
+        CommitFailure::Failed(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        CommitFailure::Conflict { attempts, .. } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "the session was changed concurrently on each of {attempts} attempts; try again"
+            ),
+        ),
+        CommitFailure::BodyTooLarge { limit } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {limit} bytes"),
+        ),
+        CommitFailure::BodyUnreadable { message } => (
+            StatusCode::BAD_REQUEST,
+            format!("the request body could not be read: {message}"),
+        ),
+    };
+    let mut body = serde_json::json!({ "error": message });
+    if let CommitFailure::Failed(err) = failure
+        && let Some(keel_store::StoreError::Unserializable { package, key, .. }) =
+            err.source_as::<keel_store::StoreError>()
+    {
+        body["package"] = package.clone().into();
+        body["key"] = key.clone().into();
+    }
+    let mut response = Response::new(Bytes::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    response
+}
+
+impl SessionError {
+    /// The response a handler should give for this error: 503 with
+    /// [`RetryRequest`] for a conflict (the layer re-runs the request), 400
+    /// for a missing client id, 500 otherwise.
+    pub fn to_response(&self) -> Response<Bytes> {
+        let status = if self.is_retryable() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else if matches!(self, SessionError::MissingClientId { .. }) {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        let body = serde_json::json!({ "error": self.to_string() });
+        let mut response = Response::new(Bytes::from(body.to_string()));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if self.is_retryable() {
+            response.extensions_mut().insert(RetryRequest);
+        }
+        response
+    }
+}
+
+impl Session {
+    /// The session the [`SessionLayer`] put in `extensions`, if any.
+    pub fn from_extensions(extensions: &http::Extensions) -> Option<Session> {
+        extensions.get::<Session>().cloned()
+    }
+}

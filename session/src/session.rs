@@ -1,0 +1,364 @@
+//! `Session`: one request's view of its client's session data, across every
+//! container, inside the request's transaction.
+
+use std::{fmt, sync::Arc};
+
+use http::{HeaderMap, Method};
+use keel_store::{ClientKey, SessionContainer};
+use keel_txn::Transaction;
+use parking_lot::Mutex;
+
+use crate::{
+    ClientId, ClientIdManager, ContainerRegistry, SessionError, SessionPkgData,
+    registry::same_container,
+};
+
+/// What the response must say about the cookie once the transaction commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum CookieAction {
+    /// Nothing.
+    #[default]
+    None,
+    /// Send the (new or refreshed) client id.
+    Set,
+    /// Expire the cookie (the session was invalidated).
+    Expire,
+}
+
+/// The per-request state shared by every handle of one request's session.
+pub(crate) struct RequestState {
+    /// The request's transaction; taken by the middleware at the end.
+    pub(crate) tx: Option<Transaction>,
+    pub(crate) method: Method,
+    /// The validly signed id the request arrived with.
+    pub(crate) incoming: Option<ClientId>,
+    /// The id in use: the incoming one, or one minted by this request.
+    pub(crate) current: Option<ClientId>,
+    /// Whether `current` is known to have a live session in some container.
+    pub(crate) known_live: bool,
+    pub(crate) cookie: CookieAction,
+}
+
+/// The request-independent parts a session needs.
+pub(crate) struct SessionContext {
+    pub(crate) ids: Arc<dyn ClientIdManager>,
+    pub(crate) containers: ContainerRegistry,
+}
+
+/// One request's session: per-package data of the request's client, read and
+/// written inside the request's transaction.
+///
+/// Cheap to clone; clones share the request's state. Obtained from the tower
+/// layer (request extension or axum extractor) or, outside HTTP, from
+/// [`SessionManager::session_for`](crate::SessionManager::session_for).
+///
+/// - [`get`](Session::get) never creates anything: a client without session
+///   data gets `None`, and no cookie.
+/// - [`pkg`](Session::pkg) creates the session (minting a client id if the
+///   request had none) and returns the package's data.
+/// - Beyond zope.session: [`invalidate`](Session::invalidate),
+///   [`cycle_id`](Session::cycle_id) and principals.
+#[derive(Clone)]
+pub struct Session {
+    state: Arc<Mutex<RequestState>>,
+    context: Arc<SessionContext>,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.state.lock();
+        f.debug_struct("Session")
+            .field("has_client_id", &state.current.is_some())
+            .field("cookie", &state.cookie)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        context: Arc<SessionContext>,
+        tx: Transaction,
+        method: Method,
+        headers: &HeaderMap,
+    ) -> Self {
+        let incoming = context.ids.read_id(headers);
+        Session {
+            state: Arc::new(Mutex::new(RequestState {
+                tx: Some(tx),
+                method,
+                current: incoming.clone(),
+                incoming,
+                known_live: false,
+                cookie: CookieAction::None,
+            })),
+            context,
+        }
+    }
+
+    /// Run `f` with the request's transaction.
+    pub(crate) fn with_tx<R>(
+        &self,
+        f: impl FnOnce(&mut Transaction) -> Result<R, SessionError>,
+    ) -> Result<R, SessionError> {
+        let mut state = self.state.lock();
+        let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
+        f(tx)
+    }
+
+    /// The key (hashed client id) of this request's session, if the request
+    /// has a client id.
+    pub fn client_key(&self) -> Option<ClientKey> {
+        self.state.lock().current.as_ref().map(ClientId::key)
+    }
+
+    /// The data of package `package`, or `None` if the client has no live
+    /// session or the package holds nothing. Never creates anything.
+    ///
+    /// Counts as an access: the session's last-access time is refreshed under
+    /// the resolution rule.
+    ///
+    /// # Errors
+    /// [`SessionError::NoContainer`] if no container serves `package`;
+    /// [`SessionError::Store`] if the container fails.
+    pub fn get(&self, package: &str) -> Result<Option<SessionPkgData>, SessionError> {
+        let container = Arc::clone(self.context.containers.lookup(package)?);
+        let Some(key) = self.client_key() else {
+            return Ok(None);
+        };
+        let exists = self.with_tx(|tx| {
+            if container.session(tx, &key)?.is_none() {
+                return Ok(false);
+            }
+            Ok(!container.names(tx, &key, package)?.is_empty())
+        })?;
+        Ok(exists.then(|| SessionPkgData::new(self.clone(), container, key, package)))
+    }
+
+    /// The data of package `package`, creating the session (and minting a
+    /// client id, sent as a cookie once the transaction commits) if needed.
+    ///
+    /// A validly signed id whose session no longer exists anywhere (expired,
+    /// swept, invalidated, revoked) is not reused: a fresh id is minted.
+    ///
+    /// # Errors
+    /// [`SessionError::MissingClientId`] if an id is needed but may not be
+    /// minted here (`post_only` on a non-POST request, `thirdparty` mode);
+    /// otherwise as for [`get`](Session::get).
+    pub fn pkg(&self, package: &str) -> Result<SessionPkgData, SessionError> {
+        let container = Arc::clone(self.context.containers.lookup(package)?);
+        let key = self.ensure_session(&container)?;
+        Ok(SessionPkgData::new(self.clone(), container, key, package))
+    }
+
+    /// Make sure the client has a live session in `container`; returns its key.
+    fn ensure_session(
+        &self,
+        container: &Arc<dyn SessionContainer>,
+    ) -> Result<ClientKey, SessionError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
+        if let Some(id) = &state.current {
+            let key = id.key();
+            if container.session(tx, &key)?.is_some() {
+                state.known_live = true;
+                return Ok(key);
+            }
+            // Not in this container. Reuse the id only if it is live in
+            // another one (named containers share one client id).
+            if !state.known_live {
+                for other in self.context.containers.containers() {
+                    if !same_container(&other, container) && other.session(tx, &key)?.is_some() {
+                        state.known_live = true;
+                        break;
+                    }
+                }
+            }
+            if state.known_live {
+                container.create_session(tx, &key)?;
+                return Ok(key);
+            }
+        }
+        let id = self.context.ids.mint(&state.method)?;
+        let key = id.key();
+        container.create_session(tx, &key)?;
+        state.current = Some(id);
+        state.known_live = true;
+        state.cookie = CookieAction::Set;
+        Ok(key)
+    }
+
+    /// The live containers of this client, with its key.
+    fn live_containers(
+        &self,
+        tx: &mut Transaction,
+        key: &ClientKey,
+    ) -> Result<Vec<Arc<dyn SessionContainer>>, SessionError> {
+        let mut live = Vec::new();
+        for container in self.context.containers.containers() {
+            if container.session(tx, key)?.is_some() {
+                live.push(container);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Delete the session's data in every container and expire the cookie
+    /// (once the transaction commits). Later writes in this request start a
+    /// new session under a new id.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] if a container fails.
+    pub fn invalidate(&self) -> Result<(), SessionError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
+        if let Some(id) = state.current.take() {
+            let key = id.key();
+            for container in self.live_containers(tx, &key)? {
+                container.delete_session(tx, &key)?;
+            }
+        }
+        state.known_live = false;
+        state.cookie = if state.incoming.is_some() {
+            CookieAction::Expire
+        } else {
+            CookieAction::None
+        };
+        Ok(())
+    }
+
+    /// Give the session a new client id, keeping its data; the old id stops
+    /// working once the transaction commits. Call it at login to prevent
+    /// session fixation. Creates the session if there is none.
+    ///
+    /// # Errors
+    /// [`SessionError::MissingClientId`] if no id may be minted here;
+    /// [`SessionError::Store`] if a container fails.
+    pub fn cycle_id(&self) -> Result<(), SessionError> {
+        let mut state = self.state.lock();
+        let state = &mut *state;
+        let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
+        let new_id = self.context.ids.mint(&state.method)?;
+        let new_key = new_id.key();
+        let mut moved = false;
+        if let Some(old) = &state.current {
+            let old_key = old.key();
+            for container in self.live_containers(tx, &old_key)? {
+                container.rename_session(tx, &old_key, &new_key)?;
+                moved = true;
+            }
+        }
+        if !moved {
+            let containers = self.context.containers.containers();
+            let first = containers
+                .first()
+                .ok_or_else(|| SessionError::NoContainer {
+                    package: String::new(),
+                })?;
+            first.create_session(tx, &new_key)?;
+        }
+        state.current = Some(new_id);
+        state.known_live = true;
+        state.cookie = CookieAction::Set;
+        Ok(())
+    }
+
+    /// Attach `principal` (a user name) to the session in every container
+    /// where it lives, creating the session if there is none; `None`
+    /// detaches it.
+    ///
+    /// # Errors
+    /// As for [`cycle_id`](Session::cycle_id).
+    pub fn set_principal(&self, principal: Option<&str>) -> Result<(), SessionError> {
+        let containers = self.context.containers.containers();
+        let first = containers
+            .first()
+            .ok_or_else(|| SessionError::NoContainer {
+                package: String::new(),
+            })?;
+        let key = self.ensure_session(first)?;
+        self.with_tx(|tx| {
+            for container in self.live_containers(tx, &key)? {
+                container.set_principal(tx, &key, principal)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The principal attached to the session, if any (from the first
+    /// container where the session lives).
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] if a container fails.
+    pub fn principal(&self) -> Result<Option<String>, SessionError> {
+        let Some(key) = self.client_key() else {
+            return Ok(None);
+        };
+        self.with_tx(|tx| {
+            for container in self.context.containers.containers() {
+                if let Some(info) = container.session(tx, &key)? {
+                    return Ok(info.principal);
+                }
+            }
+            Ok(None)
+        })
+    }
+
+    /// Commit the request's transaction (blocking until it is durable). For use
+    /// outside the tower layer, which commits by itself.
+    ///
+    /// # Errors
+    /// [`SessionError::Transaction`] with the commit's error (a conflict is
+    /// retryable); [`SessionError::RequestFinished`] if already finished.
+    pub fn commit(&self) -> Result<keel_txn::CommitInfo, SessionError> {
+        let tx = self
+            .take_transaction()
+            .ok_or(SessionError::RequestFinished)?;
+        Ok(tx.commit()?)
+    }
+
+    /// Abort the request's transaction: nothing it did is kept.
+    pub fn abort(&self) {
+        if let Some(tx) = self.take_transaction() {
+            tx.abort();
+        }
+    }
+
+    /// Take the request's transaction out (for the middleware to commit or
+    /// abort). Later session operations fail with
+    /// [`SessionError::RequestFinished`].
+    pub(crate) fn take_transaction(&self) -> Option<Transaction> {
+        self.state.lock().tx.take()
+    }
+
+    /// What the response must do with the cookie once the commit succeeded.
+    pub fn cookie_action(&self) -> CookieAction {
+        let state = self.state.lock();
+        match state.cookie {
+            CookieAction::None
+                if state.current.is_some() && self.context.ids.refreshes_on_access() =>
+            {
+                CookieAction::Set
+            }
+            action => action,
+        }
+    }
+
+    /// Write the Set-Cookie (and cache-defeating) headers the committed
+    /// request needs into `headers`.
+    pub fn write_cookie_headers(&self, headers: &mut HeaderMap) {
+        match self.cookie_action() {
+            CookieAction::Set => {
+                if let Some(id) = &self.state.lock().current {
+                    self.context
+                        .ids
+                        .set_cookie(headers, id, std::time::SystemTime::now());
+                }
+            }
+            CookieAction::Expire => self.context.ids.expire_cookie(headers),
+            CookieAction::None => {}
+        }
+    }
+}

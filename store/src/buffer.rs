@@ -1,0 +1,544 @@
+//! One transaction's view of a container: the versions it read, its buffered
+//! writes (live values, not yet serialized), read-your-own-writes, the touch
+//! rule, and savepoints. Shared by both containers; storage is reached only
+//! through a [`ReadView`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::{
+    ClientKey, ExpiryPolicy, SessionInfo, SessionValue, StoreError, Value,
+    apply::{ChangeSet, RecordChange, SessionChange},
+    codec::{ItemKey, RecordKey, SessionRecord, check_part},
+    view::ReadView,
+};
+
+/// The expiry policy and the time of one container operation.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct At {
+    pub(crate) policy: ExpiryPolicy,
+    pub(crate) now: u64,
+}
+
+impl At {
+    fn is_live(&self, record: &SessionRecord) -> bool {
+        !self
+            .policy
+            .is_expired(record.created, record.last_access, self.now)
+    }
+}
+
+/// Which reads a commit validates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Validation {
+    /// Every read, even of a read-only transaction (RAM: its reads come from
+    /// the current state, not a snapshot).
+    Always,
+    /// Only if the transaction writes something besides touches (redb: a
+    /// read-only transaction read one consistent snapshot, and touches merge
+    /// by maximum).
+    IfWrites,
+}
+
+/// A session as this transaction sees it.
+#[derive(Debug, Clone)]
+struct SessionEntry {
+    /// The record (`None`: absent or deleted).
+    record: Option<SessionRecord>,
+    /// The record's generation changes at commit (create, delete, rename,
+    /// principal).
+    rewritten: bool,
+    /// Stored data of the session is deleted at commit; stored values are
+    /// invisible to this transaction.
+    wipe: bool,
+    /// Last-access time to merge at commit.
+    touch: Option<u64>,
+}
+
+/// The buffered writes captured by a savepoint.
+#[derive(Debug, Clone)]
+pub(crate) struct BufferSavepoint {
+    sessions: BTreeMap<ClientKey, SessionEntry>,
+    items: BTreeMap<ItemKey, Option<SessionValue>>,
+}
+
+/// A transaction's read set and buffered writes for one container.
+#[derive(Debug, Default)]
+pub(crate) struct Buffer {
+    reads: BTreeMap<RecordKey, u64>,
+    sessions: BTreeMap<ClientKey, SessionEntry>,
+    items: BTreeMap<ItemKey, Option<SessionValue>>,
+}
+
+impl Buffer {
+    /// Record that `key` was read at `version`. Reading it again at another
+    /// version means the view is not a snapshot and moved under us (RAM): a
+    /// conflict now rather than an inconsistent read.
+    fn record_read(&mut self, key: RecordKey, version: u64) -> Result<(), StoreError> {
+        match self.reads.get(&key) {
+            Some(&seen) if seen != version => Err(StoreError::Conflict {
+                client: *key.client(),
+                what: key.describe(),
+            }),
+            Some(_) => Ok(()),
+            None => {
+                self.reads.insert(key, version);
+                Ok(())
+            }
+        }
+    }
+
+    /// The session entry of `client`, loading it from the view on first use.
+    fn entry(
+        &mut self,
+        view: &mut impl ReadView,
+        client: &ClientKey,
+    ) -> Result<&mut SessionEntry, StoreError> {
+        if !self.sessions.contains_key(client) {
+            let record = view.session(client)?;
+            self.record_read(
+                RecordKey::Session(*client),
+                record.as_ref().map_or(0, |r| r.version),
+            )?;
+            self.sessions.insert(
+                *client,
+                SessionEntry {
+                    record,
+                    rewritten: false,
+                    wipe: false,
+                    touch: None,
+                },
+            );
+        }
+        self.sessions
+            .get_mut(client)
+            .ok_or(StoreError::NoSuchSession { client: *client })
+    }
+
+    /// Whether `client` is live, and whether its stored data is wiped.
+    fn liveness(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+    ) -> Result<(bool, bool), StoreError> {
+        let entry = self.entry(view, client)?;
+        let live = entry.record.as_ref().is_some_and(|r| at.is_live(r));
+        Ok((live, entry.wipe))
+    }
+
+    fn stored_item_version(
+        &mut self,
+        view: &mut impl ReadView,
+        key: &ItemKey,
+    ) -> Result<u64, StoreError> {
+        let version = view.item_version(key)?;
+        self.record_read(RecordKey::Item(key.clone()), version)?;
+        Ok(version)
+    }
+
+    fn drop_items_of(&mut self, client: &ClientKey) {
+        self.items.retain(|key, _| key.client != *client);
+    }
+
+    /// The buffered writes of `client`'s package `package` (all packages if
+    /// `None`).
+    fn buffered<'a>(
+        &'a self,
+        client: &'a ClientKey,
+        package: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ItemKey, &'a Option<SessionValue>)> + 'a {
+        let start = ItemKey {
+            client: *client,
+            package: package.unwrap_or_default().to_owned(),
+            name: String::new(),
+        };
+        self.items.range(start..).take_while(move |(key, _)| {
+            key.client == *client && package.is_none_or(|p| key.package == p)
+        })
+    }
+
+    /// [`SessionContainer::session`](crate::SessionContainer::session).
+    pub(crate) fn session(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+    ) -> Result<Option<SessionInfo>, StoreError> {
+        let entry = self.entry(view, client)?;
+        let Some(record) = entry.record.as_mut().filter(|r| at.is_live(r)) else {
+            return Ok(None);
+        };
+        if at.policy.needs_touch(record.last_access, at.now) {
+            record.last_access = at.now;
+            entry.touch = Some(entry.touch.map_or(at.now, |t| t.max(at.now)));
+        }
+        Ok(Some(info(record)))
+    }
+
+    /// [`SessionContainer::create_session`](crate::SessionContainer::create_session).
+    pub(crate) fn create_session(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+    ) -> Result<SessionInfo, StoreError> {
+        if let Some(info) = self.session(view, at, client)? {
+            return Ok(info);
+        }
+        let entry = self.entry(view, client)?;
+        // An expired record still stored, or one deleted earlier in this
+        // transaction: its data goes, the new session starts empty.
+        let wipe = entry.record.is_some() || entry.wipe;
+        let record = SessionRecord {
+            version: 0,
+            created: at.now,
+            last_access: at.now,
+            principal: None,
+        };
+        let created = info(&record);
+        *entry = SessionEntry {
+            record: Some(record),
+            rewritten: true,
+            wipe,
+            touch: None,
+        };
+        self.drop_items_of(client);
+        Ok(created)
+    }
+
+    /// [`SessionContainer::delete_session`](crate::SessionContainer::delete_session).
+    pub(crate) fn delete_session(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+    ) -> Result<bool, StoreError> {
+        let (live, _) = self.liveness(view, at, client)?;
+        if !live {
+            return Ok(false);
+        }
+        let entry = self.entry(view, client)?;
+        *entry = SessionEntry {
+            record: None,
+            rewritten: true,
+            wipe: true,
+            touch: None,
+        };
+        self.drop_items_of(client);
+        Ok(true)
+    }
+
+    /// [`SessionContainer::set_principal`](crate::SessionContainer::set_principal).
+    pub(crate) fn set_principal(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        principal: Option<&str>,
+    ) -> Result<(), StoreError> {
+        if let Some(principal) = principal {
+            check_part("principal", principal)?;
+        }
+        let entry = self.entry(view, client)?;
+        let Some(record) = entry.record.as_mut().filter(|r| at.is_live(r)) else {
+            return Err(StoreError::NoSuchSession { client: *client });
+        };
+        record.principal = principal.map(str::to_owned);
+        entry.rewritten = true;
+        Ok(())
+    }
+
+    /// [`SessionContainer::rename_session`](crate::SessionContainer::rename_session).
+    ///
+    /// The data is copied into this transaction's buffer, and everything the
+    /// copy read (package set, name sets, values) is validated at commit, so
+    /// a value written into `from` meanwhile makes the rename conflict rather
+    /// than get lost.
+    pub(crate) fn rename_session(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        from: &ClientKey,
+        to: &ClientKey,
+    ) -> Result<(), StoreError> {
+        let (live, _) = self.liveness(view, at, from)?;
+        if !live {
+            return Err(StoreError::NoSuchSession { client: *from });
+        }
+        if from == to {
+            return Ok(());
+        }
+        if self.liveness(view, at, to)?.0 {
+            return Err(StoreError::SessionExists { client: *to });
+        }
+        let mut data = Vec::new();
+        for package in self.packages(view, at, from)? {
+            for name in self.names(view, at, from, &package)? {
+                if let Some(value) = self.get(view, at, from, &package, &name)? {
+                    data.push((ItemKey::new(to, &package, &name), value));
+                }
+            }
+        }
+        let source = self.entry(view, from)?;
+        let record = source.record.take();
+        *source = SessionEntry {
+            record: None,
+            rewritten: true,
+            wipe: true,
+            touch: None,
+        };
+        self.drop_items_of(from);
+        let target = self.entry(view, to)?;
+        let wipe = target.record.is_some() || target.wipe;
+        *target = SessionEntry {
+            record: record.map(|r| SessionRecord { version: 0, ..r }),
+            rewritten: true,
+            wipe,
+            touch: None,
+        };
+        self.drop_items_of(to);
+        for (key, value) in data {
+            self.items.insert(key, Some(value));
+        }
+        Ok(())
+    }
+
+    /// [`SessionContainer::get`](crate::SessionContainer::get).
+    pub(crate) fn get(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<Option<SessionValue>, StoreError> {
+        check_parts(package, name)?;
+        let (live, wiped) = self.liveness(view, at, client)?;
+        if !live {
+            return Ok(None);
+        }
+        let key = ItemKey::new(client, package, name);
+        if let Some(buffered) = self.items.get(&key) {
+            return Ok(buffered.clone());
+        }
+        if wiped {
+            return Ok(None);
+        }
+        let stored = view.item(&key)?;
+        self.record_read(
+            RecordKey::Item(key),
+            stored.as_ref().map_or(0, |(version, _)| *version),
+        )?;
+        Ok(stored.map(|(_, tree)| SessionValue::from_tree(tree)))
+    }
+
+    /// [`SessionContainer::insert`](crate::SessionContainer::insert).
+    pub(crate) fn insert(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+        value: SessionValue,
+    ) -> Result<(), StoreError> {
+        check_parts(package, name)?;
+        let (live, wiped) = self.liveness(view, at, client)?;
+        if !live {
+            return Err(StoreError::NoSuchSession { client: *client });
+        }
+        let key = ItemKey::new(client, package, name);
+        if !wiped && !self.items.contains_key(&key) {
+            // A write records the version it overwrites: two concurrent
+            // writes of one value conflict (first committer wins).
+            self.stored_item_version(view, &key)?;
+        }
+        self.items.insert(key, Some(value));
+        Ok(())
+    }
+
+    /// [`SessionContainer::remove`](crate::SessionContainer::remove).
+    pub(crate) fn remove(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<bool, StoreError> {
+        check_parts(package, name)?;
+        let (live, wiped) = self.liveness(view, at, client)?;
+        if !live {
+            return Ok(false);
+        }
+        let key = ItemKey::new(client, package, name);
+        let present = match self.items.get(&key) {
+            Some(buffered) => buffered.is_some(),
+            None if wiped => false,
+            None => self.stored_item_version(view, &key)? != 0,
+        };
+        if present {
+            self.items.insert(key, None);
+        }
+        Ok(present)
+    }
+
+    /// [`SessionContainer::names`](crate::SessionContainer::names).
+    pub(crate) fn names(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        check_part("package id", package)?;
+        let (live, wiped) = self.liveness(view, at, client)?;
+        if !live {
+            return Ok(Vec::new());
+        }
+        let mut names: BTreeSet<String> = BTreeSet::new();
+        if !wiped {
+            let version = view.names_version(client, package)?;
+            self.record_read(RecordKey::Names(*client, package.to_owned()), version)?;
+            names.extend(view.names(client, package)?);
+        }
+        for (key, value) in self.buffered(client, Some(package)) {
+            if value.is_some() {
+                names.insert(key.name.clone());
+            } else {
+                names.remove(&key.name);
+            }
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// [`SessionContainer::packages`](crate::SessionContainer::packages).
+    pub(crate) fn packages(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+    ) -> Result<Vec<String>, StoreError> {
+        let (live, wiped) = self.liveness(view, at, client)?;
+        if !live {
+            return Ok(Vec::new());
+        }
+        let mut packages: BTreeSet<String> = BTreeSet::new();
+        if !wiped {
+            let version = view.packages_version(client)?;
+            self.record_read(RecordKey::Packages(*client), version)?;
+            packages.extend(view.packages(client)?);
+        }
+        let touched: BTreeSet<String> = self
+            .buffered(client, None)
+            .map(|(key, _)| key.package.clone())
+            .collect();
+        for package in touched {
+            if self.names(view, at, client, &package)?.is_empty() {
+                packages.remove(&package);
+            } else {
+                packages.insert(package);
+            }
+        }
+        Ok(packages.into_iter().collect())
+    }
+
+    /// Whether the transaction writes anything besides touches.
+    pub(crate) fn has_writes(&self) -> bool {
+        !self.items.is_empty() || self.sessions.values().any(|e| e.rewritten || e.wipe)
+    }
+
+    /// Capture the buffered writes.
+    pub(crate) fn savepoint(&self) -> BufferSavepoint {
+        BufferSavepoint {
+            sessions: self.sessions.clone(),
+            items: self.items.clone(),
+        }
+    }
+
+    /// Restore the buffered writes of `savepoint`. The read set is kept: what
+    /// was read stays validated, which is conservative and correct.
+    pub(crate) fn rollback(&mut self, savepoint: &BufferSavepoint) {
+        self.sessions = savepoint.sessions.clone();
+        self.items = savepoint.items.clone();
+    }
+
+    /// The change set to commit, converting every buffered value with
+    /// `convert` (this is where live values are serialized).
+    ///
+    /// # Errors
+    /// The first error of `convert`.
+    pub(crate) fn change_set<V>(
+        &self,
+        validation: Validation,
+        mut convert: impl FnMut(&ItemKey, &SessionValue) -> Result<V, StoreError>,
+    ) -> Result<ChangeSet<V>, StoreError> {
+        let validate = match validation {
+            Validation::Always => true,
+            Validation::IfWrites => self.has_writes(),
+        };
+        let reads = if validate {
+            self.reads.iter().map(|(k, v)| (k.clone(), *v)).collect()
+        } else {
+            Vec::new()
+        };
+        let sessions = self
+            .sessions
+            .iter()
+            .filter(|(_, e)| e.rewritten || e.wipe || e.touch.is_some())
+            .map(|(client, entry)| {
+                let record = match (&entry.record, entry.rewritten) {
+                    (_, false) => RecordChange::Keep,
+                    (Some(r), true) => RecordChange::Put {
+                        created: r.created,
+                        last_access: r.last_access,
+                        principal: r.principal.clone(),
+                    },
+                    (None, true) => RecordChange::Delete,
+                };
+                SessionChange {
+                    client: *client,
+                    wipe: entry.wipe,
+                    // A rewritten record carries its last access itself.
+                    touch: if entry.rewritten { None } else { entry.touch },
+                    record,
+                }
+            })
+            .collect();
+        let mut items = Vec::with_capacity(self.items.len());
+        for (key, value) in &self.items {
+            let converted = match value {
+                Some(value) => Some(convert(key, value)?),
+                None => None,
+            };
+            items.push((key.clone(), converted));
+        }
+        Ok(ChangeSet {
+            reads,
+            sessions,
+            items,
+        })
+    }
+}
+
+/// Serialize a buffered value into its tree at commit.
+pub(crate) fn to_tree(key: &ItemKey, value: &SessionValue) -> Result<Value, StoreError> {
+    value.to_tree().map_err(|err| StoreError::Unserializable {
+        package: key.package.clone(),
+        key: key.name.clone(),
+        source: Box::new(err),
+    })
+}
+
+fn info(record: &SessionRecord) -> SessionInfo {
+    SessionInfo {
+        created: record.created,
+        last_access: record.last_access,
+        principal: record.principal.clone(),
+    }
+}
+
+fn check_parts(package: &str, name: &str) -> Result<(), StoreError> {
+    check_part("package id", package)?;
+    check_part("name", name)
+}

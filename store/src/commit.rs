@@ -1,0 +1,331 @@
+//! Group commit: one thread owns redb's single writer.
+//!
+//! A data manager's vote sends its change set here and blocks until it is
+//! answered. The committer takes the first queued request, drains whatever
+//! else is queued (up to a batch limit), and runs them all in one redb write
+//! transaction: each commit is validated against the current versions, which
+//! include the earlier members of the batch, and applied only if valid. One
+//! durable redb commit (one fsync) then covers the whole batch, and only after
+//! it returns is anyone answered. A conflict fails its own request alone.
+//!
+//! A storage error fails the whole batch: before redb's commit, nothing was
+//! written ([`StoreError::Storage`]); during it, the outcome is unknown
+//! ([`StoreError::CommitOutcomeUnknown`]). Either way the database is closed
+//! and reopened before the next batch, since redb refuses further work after
+//! an I/O error.
+
+use std::{
+    sync::{Arc, mpsc},
+    thread,
+};
+
+use parking_lot::RwLock;
+use redb::{Database, Durability, ReadableDatabase};
+
+use crate::{
+    ClientKey, ExpiryPolicy, StoreError, SweepReport,
+    apply::{self, ChangeSet},
+    codec,
+    redb_view::{WriteTables, storage},
+    tables,
+};
+
+/// The database, shared by the committer (which may replace it) and readers.
+pub(crate) type DbSlot = Arc<RwLock<Option<Database>>>;
+
+/// Opens the database again after a storage error.
+pub(crate) type Reopen = Box<dyn FnMut() -> Result<Database, StoreError> + Send>;
+
+/// Work for the committer.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// A transaction's validated-at-commit change set.
+    Commit(ChangeSet<Vec<u8>>),
+    /// Admin: delete sessions.
+    DeleteSessions(Vec<ClientKey>),
+    /// Admin: delete up to `batch` expired sessions.
+    Sweep {
+        policy: ExpiryPolicy,
+        now: u64,
+        batch: usize,
+    },
+    /// Admin: store a setting.
+    StoreSetting { name: String, value: Vec<u8> },
+    /// Reopen the database if a storage error closed it (a reader found it
+    /// closed).
+    Reopen,
+}
+
+/// What a job did.
+#[derive(Debug)]
+pub(crate) enum Done {
+    Committed,
+    Deleted(u64),
+    Swept(SweepReport),
+    Stored,
+    Reopened,
+}
+
+struct Request {
+    job: Job,
+    reply: mpsc::Sender<Result<Done, StoreError>>,
+}
+
+/// The handle the container keeps: submits jobs, and stops the thread when
+/// dropped (after it has answered everything queued).
+#[derive(Debug)]
+pub(crate) struct CommitterHandle {
+    sender: Option<mpsc::Sender<Request>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl CommitterHandle {
+    /// Start the committer thread.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] if the thread cannot be spawned.
+    pub(crate) fn start(
+        db: DbSlot,
+        reopen: Reopen,
+        last_tid: u64,
+        max_batch: usize,
+        index_created: bool,
+    ) -> Result<Self, StoreError> {
+        let (sender, requests) = mpsc::channel();
+        let committer = Committer {
+            db,
+            reopen,
+            requests,
+            last_tid,
+            max_batch: max_batch.max(1),
+            index_created,
+            broken: false,
+        };
+        let thread = thread::Builder::new()
+            .name("keel-committer".to_owned())
+            .spawn(move || committer.run())
+            .map_err(storage("starting the committer thread"))?;
+        Ok(CommitterHandle {
+            sender: Some(sender),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queue `job` and wait for its answer (after the durable commit).
+    ///
+    /// # Errors
+    /// The job's own error; [`StoreError::Closed`] if the committer stopped.
+    pub(crate) fn submit(&self, job: Job) -> Result<Done, StoreError> {
+        let (reply, answer) = mpsc::channel();
+        let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
+        sender
+            .send(Request { job, reply })
+            .map_err(|_| StoreError::Closed)?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for CommitterHandle {
+    fn drop(&mut self) {
+        // Closing the channel ends the committer's loop once the queue is
+        // empty.
+        self.sender = None;
+        if let Some(thread) = self.thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!("the keel committer thread panicked");
+        }
+    }
+}
+
+/// Why a batch failed as a whole.
+enum Failure {
+    /// Before redb's commit: nothing was written.
+    NotWritten(StoreError),
+    /// In redb's commit: it may or may not be durable.
+    Unknown(StoreError),
+}
+
+struct Committer {
+    db: DbSlot,
+    reopen: Reopen,
+    requests: mpsc::Receiver<Request>,
+    last_tid: u64,
+    max_batch: usize,
+    /// Maintain the creation-time index (an absolute lifetime is set).
+    index_created: bool,
+    /// A batch failed on a storage error: reopen before the next.
+    broken: bool,
+}
+
+impl Committer {
+    fn run(mut self) {
+        while let Ok(first) = self.requests.recv() {
+            let mut batch = vec![first];
+            while batch.len() < self.max_batch {
+                match self.requests.try_recv() {
+                    Ok(request) => batch.push(request),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch);
+        }
+    }
+
+    fn process(&mut self, batch: Vec<Request>) {
+        if self.broken
+            && let Err(err) = self.reopen_now()
+        {
+            let err = Arc::new(err);
+            for request in batch {
+                let _ = request.reply.send(Err(StoreError::Storage {
+                    operation: "reopening the session database after a storage error",
+                    source: Box::new(Arc::clone(&err)),
+                }));
+            }
+            return;
+        }
+        match self.run_batch(&batch) {
+            Ok(results) => {
+                for (request, result) in batch.into_iter().zip(results) {
+                    // A waiter that went away needs no answer.
+                    let _ = request.reply.send(result);
+                }
+            }
+            Err(failure) => {
+                self.broken = true;
+                // Reopen at once, so readers do not meet the failed database;
+                // if that fails too, the next request tries again.
+                if let Err(err) = self.reopen_now() {
+                    tracing::error!(error = %err, "reopening the session database failed");
+                }
+                let (err, unknown) = match failure {
+                    Failure::NotWritten(err) => (Arc::new(err), false),
+                    Failure::Unknown(err) => (Arc::new(err), true),
+                };
+                tracing::error!(error = %err, unknown, "a group commit failed");
+                for request in batch {
+                    let source = Box::new(Arc::clone(&err));
+                    let _ = request.reply.send(Err(if unknown {
+                        StoreError::CommitOutcomeUnknown { source }
+                    } else {
+                        StoreError::Storage {
+                            operation: "committing to the session database",
+                            source,
+                        }
+                    }));
+                }
+            }
+        }
+    }
+
+    fn reopen_now(&mut self) -> Result<(), StoreError> {
+        let mut slot = self.db.write();
+        // Close the failed database first: it holds the file lock.
+        drop(slot.take());
+        let db = (self.reopen)()?;
+        self.last_tid = read_last_tid(&db)?;
+        *slot = Some(db);
+        self.broken = false;
+        Ok(())
+    }
+
+    fn run_batch(&mut self, batch: &[Request]) -> Result<Vec<Result<Done, StoreError>>, Failure> {
+        if batch.iter().all(|r| matches!(r.job, Job::Reopen)) {
+            return Ok(batch.iter().map(|_| Ok(Done::Reopened)).collect());
+        }
+        let mut txn = {
+            let slot = self.db.read();
+            let db = slot
+                .as_ref()
+                .ok_or(Failure::NotWritten(StoreError::Closed))?;
+            db.begin_write()
+                .map_err(storage(BEGIN))
+                .map_err(Failure::NotWritten)?
+        };
+        txn.set_durability(Durability::Immediate)
+            .map_err(storage(BEGIN))
+            .map_err(Failure::NotWritten)?;
+        let mut tid = self.last_tid;
+        let results = {
+            let mut tables =
+                WriteTables::open(&txn, self.index_created).map_err(Failure::NotWritten)?;
+            let mut results = Vec::with_capacity(batch.len());
+            for request in batch {
+                let result = run_job(&mut tables, &txn, &request.job, &mut tid)
+                    .map_err(Failure::NotWritten)?;
+                results.push(result);
+            }
+            results
+        };
+        if tid != self.last_tid {
+            let mut meta = txn
+                .open_table(tables::META)
+                .map_err(storage(APPLY))
+                .map_err(Failure::NotWritten)?;
+            meta.insert(tables::META_LAST_TID, tid.to_le_bytes().as_slice())
+                .map_err(storage(APPLY))
+                .map_err(Failure::NotWritten)?;
+        }
+        txn.commit()
+            .map_err(storage(COMMIT))
+            .map_err(Failure::Unknown)?;
+        self.last_tid = tid;
+        Ok(results)
+    }
+}
+
+const BEGIN: &str = "beginning a write transaction";
+const APPLY: &str = "applying a commit";
+const COMMIT: &str = "committing a write transaction";
+
+/// Run one job inside the batch's write transaction. The outer error fails
+/// the batch; the inner one (a conflict) fails this job alone.
+fn run_job(
+    tables: &mut WriteTables<'_>,
+    txn: &redb::WriteTransaction,
+    job: &Job,
+    tid: &mut u64,
+) -> Result<Result<Done, StoreError>, StoreError> {
+    Ok(Ok(match job {
+        Job::Commit(changes) => {
+            match apply::validate(tables, changes) {
+                Ok(()) => {}
+                Err(conflict @ StoreError::Conflict { .. }) => return Ok(Err(conflict)),
+                Err(err) => return Err(err),
+            }
+            if changes.has_writes() {
+                *tid += 1;
+                apply::apply(tables, changes, *tid)?;
+            }
+            Done::Committed
+        }
+        Job::DeleteSessions(clients) => Done::Deleted(apply::delete_sessions(tables, clients)?),
+        Job::Sweep { policy, now, batch } => {
+            Done::Swept(apply::sweep(tables, policy, *now, *batch)?)
+        }
+        Job::StoreSetting { name, value } => {
+            let mut settings = txn.open_table(tables::SETTINGS).map_err(storage(APPLY))?;
+            settings
+                .insert(name.as_str(), value.as_slice())
+                .map_err(storage(APPLY))?;
+            Done::Stored
+        }
+        Job::Reopen => Done::Reopened,
+    }))
+}
+
+/// The last commit sequence number recorded in `db`.
+///
+/// # Errors
+/// [`StoreError::Storage`] if it cannot be read.
+pub(crate) fn read_last_tid(db: &Database) -> Result<u64, StoreError> {
+    const READ: &str = "reading the commit sequence number";
+    let txn = db.begin_read().map_err(storage(READ))?;
+    let meta = txn.open_table(tables::META).map_err(storage(READ))?;
+    Ok(meta
+        .get(tables::META_LAST_TID)
+        .map_err(storage(READ))?
+        .and_then(|guard| codec::meta_u64(guard.value()))
+        .unwrap_or(0))
+}

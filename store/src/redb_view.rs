@@ -1,0 +1,374 @@
+//! The redb tables seen through [`ReadView`] (a request's snapshot, or the
+//! committer's write transaction) and [`WriteView`] (the committer).
+
+use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
+
+use crate::{
+    ClientKey, StoreError, Value,
+    codec::{self, ItemKey, SessionRecord},
+    tables,
+    view::{ReadView, WriteView},
+};
+
+/// A redb error as a [`StoreError::Storage`] of `operation`.
+pub(crate) fn storage<E>(operation: &'static str) -> impl FnOnce(E) -> StoreError
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    move |err| StoreError::Storage {
+        operation,
+        source: Box::new(err),
+    }
+}
+
+const READ: &str = "reading the session database";
+const WRITE: &str = "writing the session database";
+
+/// The three tables a [`ReadView`] needs, read-only or writable.
+#[derive(Debug)]
+pub(crate) struct Tables<S, I, N> {
+    pub(crate) sessions: S,
+    pub(crate) items: I,
+    pub(crate) names: N,
+}
+
+/// A request's snapshot: one redb read transaction.
+pub(crate) type SnapshotTables = Tables<
+    ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
+    ReadOnlyTable<&'static [u8], &'static [u8]>,
+    ReadOnlyTable<&'static [u8], u64>,
+>;
+
+/// Open the snapshot tables of `txn`.
+///
+/// # Errors
+/// [`StoreError::Storage`] if a table cannot be opened.
+pub(crate) fn snapshot_tables(txn: &ReadTransaction) -> Result<SnapshotTables, StoreError> {
+    Ok(Tables {
+        sessions: txn.open_table(tables::SESSIONS).map_err(storage(READ))?,
+        items: txn.open_table(tables::ITEMS).map_err(storage(READ))?,
+        names: txn.open_table(tables::NAMES).map_err(storage(READ))?,
+    })
+}
+
+impl<S, I, N> ReadView for Tables<S, I, N>
+where
+    S: ReadableTable<&'static [u8; 32], &'static [u8]>,
+    I: ReadableTable<&'static [u8], &'static [u8]>,
+    N: ReadableTable<&'static [u8], u64>,
+{
+    fn session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
+        let Some(guard) = self
+            .sessions
+            .get(client.as_bytes())
+            .map_err(storage(READ))?
+        else {
+            return Ok(None);
+        };
+        codec::decode_session(client, guard.value()).map(Some)
+    }
+
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+        let bytes = codec::item_key(key);
+        let Some(guard) = self.items.get(bytes.as_slice()).map_err(storage(READ))? else {
+            return Ok(None);
+        };
+        let (version, value) = codec::split_item(key, guard.value())?;
+        Ok(Some((version, codec::decode_value(key, value)?)))
+    }
+
+    fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {
+        let bytes = codec::item_key(key);
+        match self.items.get(bytes.as_slice()).map_err(storage(READ))? {
+            Some(guard) => Ok(codec::split_item(key, guard.value())?.0),
+            None => Ok(0),
+        }
+    }
+
+    fn names_version(&mut self, client: &ClientKey, package: &str) -> Result<u64, StoreError> {
+        let key = codec::package_key(client, package);
+        Ok(self
+            .names
+            .get(key.as_slice())
+            .map_err(storage(READ))?
+            .map_or(0, |guard| guard.value()))
+    }
+
+    fn packages_version(&mut self, client: &ClientKey) -> Result<u64, StoreError> {
+        Ok(self
+            .names
+            .get(client.as_bytes().as_slice())
+            .map_err(storage(READ))?
+            .map_or(0, |guard| guard.value()))
+    }
+
+    fn names(&mut self, client: &ClientKey, package: &str) -> Result<Vec<String>, StoreError> {
+        let prefix = codec::package_key(client, package);
+        let bounds = codec::prefix_bounds(&prefix);
+        let mut names = Vec::new();
+        for entry in self
+            .items
+            .range::<&[u8]>(codec::as_slices(&bounds))
+            .map_err(storage(READ))?
+        {
+            let (key, _) = entry.map_err(storage(READ))?;
+            let (_, _, name) = codec::split_item_key(key.value())?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError> {
+        let bounds = codec::prefix_bounds(client.as_bytes());
+        let mut packages: Vec<String> = Vec::new();
+        for entry in self
+            .items
+            .range::<&[u8]>(codec::as_slices(&bounds))
+            .map_err(storage(READ))?
+        {
+            let (key, _) = entry.map_err(storage(READ))?;
+            let (_, package, _) = codec::split_item_key(key.value())?;
+            if packages.last() != Some(&package) {
+                packages.push(package);
+            }
+        }
+        Ok(packages)
+    }
+}
+
+/// The [`ReadView`] tables, writable.
+type WritableTables<'t> = Tables<
+    Table<'t, &'static [u8; 32], &'static [u8]>,
+    Table<'t, &'static [u8], &'static [u8]>,
+    Table<'t, &'static [u8], u64>,
+>;
+
+/// Every table a commit writes, open in the committer's write transaction.
+pub(crate) struct WriteTables<'t> {
+    view: WritableTables<'t>,
+    by_access: Table<'t, &'static [u8], ()>,
+    by_created: Table<'t, &'static [u8], ()>,
+    principals: Table<'t, &'static [u8], ()>,
+    /// Whether sessions are indexed by creation (only with an absolute
+    /// lifetime: nothing else reads that index).
+    index_created: bool,
+}
+
+impl<'t> WriteTables<'t> {
+    /// Open the tables in `txn`.
+    ///
+    /// # Errors
+    /// [`StoreError::Storage`] if a table cannot be opened.
+    pub(crate) fn open(txn: &'t WriteTransaction, index_created: bool) -> Result<Self, StoreError> {
+        Ok(WriteTables {
+            view: Tables {
+                sessions: txn.open_table(tables::SESSIONS).map_err(storage(WRITE))?,
+                items: txn.open_table(tables::ITEMS).map_err(storage(WRITE))?,
+                names: txn.open_table(tables::NAMES).map_err(storage(WRITE))?,
+            },
+            by_access: txn.open_table(tables::BY_ACCESS).map_err(storage(WRITE))?,
+            by_created: txn.open_table(tables::BY_CREATED).map_err(storage(WRITE))?,
+            principals: txn.open_table(tables::PRINCIPALS).map_err(storage(WRITE))?,
+            index_created,
+        })
+    }
+
+    /// Bring the indexes from `old` to `new`, touching only entries that
+    /// change (a touch moves one expiry entry and nothing else).
+    fn reindex(
+        &mut self,
+        client: &ClientKey,
+        old: Option<&SessionRecord>,
+        new: Option<&SessionRecord>,
+    ) -> Result<(), StoreError> {
+        let access = |r: &SessionRecord| codec::time_key(r.last_access, client);
+        update(&mut self.by_access, old.map(access), new.map(access), true)?;
+        let created = |r: &SessionRecord| codec::time_key(r.created, client);
+        // NOTE: removal is attempted even when not indexing, so entries
+        // written under an absolute lifetime never go stale.
+        update(
+            &mut self.by_created,
+            old.map(created),
+            new.map(created),
+            self.index_created,
+        )?;
+        let principal = |r: &SessionRecord| {
+            r.principal
+                .as_deref()
+                .map(|p| codec::principal_key(p, client))
+        };
+        update(
+            &mut self.principals,
+            old.and_then(principal),
+            new.and_then(principal),
+            true,
+        )
+    }
+}
+
+/// Replace index entry `old` by `new` (either may be absent); nothing if
+/// they are equal. `insert` false only removes.
+fn update<K: AsRef<[u8]> + PartialEq>(
+    index: &mut Table<'_, &'static [u8], ()>,
+    old: Option<K>,
+    new: Option<K>,
+    insert: bool,
+) -> Result<(), StoreError> {
+    if old == new {
+        return Ok(());
+    }
+    if let Some(old) = old {
+        index.remove(old.as_ref()).map_err(storage(WRITE))?;
+    }
+    if let (Some(new), true) = (new, insert) {
+        index.insert(new.as_ref(), ()).map_err(storage(WRITE))?;
+    }
+    Ok(())
+}
+
+impl ReadView for WriteTables<'_> {
+    fn session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
+        self.view.session(client)
+    }
+
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+        self.view.item(key)
+    }
+
+    fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {
+        self.view.item_version(key)
+    }
+
+    fn names_version(&mut self, client: &ClientKey, package: &str) -> Result<u64, StoreError> {
+        self.view.names_version(client, package)
+    }
+
+    fn packages_version(&mut self, client: &ClientKey) -> Result<u64, StoreError> {
+        self.view.packages_version(client)
+    }
+
+    fn names(&mut self, client: &ClientKey, package: &str) -> Result<Vec<String>, StoreError> {
+        self.view.names(client, package)
+    }
+
+    fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError> {
+        self.view.packages(client)
+    }
+}
+
+impl WriteView for WriteTables<'_> {
+    type Stored = Vec<u8>;
+
+    fn put_session(
+        &mut self,
+        client: &ClientKey,
+        old: Option<&SessionRecord>,
+        new: &SessionRecord,
+    ) -> Result<(), StoreError> {
+        self.reindex(client, old, Some(new))?;
+        let bytes = codec::encode_session(new)?;
+        self.view
+            .sessions
+            .insert(client.as_bytes(), bytes.as_slice())
+            .map_err(storage(WRITE))?;
+        Ok(())
+    }
+
+    fn delete_session(
+        &mut self,
+        client: &ClientKey,
+        old: &SessionRecord,
+    ) -> Result<(), StoreError> {
+        self.reindex(client, Some(old), None)?;
+        self.view
+            .sessions
+            .remove(client.as_bytes())
+            .map_err(storage(WRITE))?;
+        Ok(())
+    }
+
+    fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError> {
+        let bounds = codec::prefix_bounds(client.as_bytes());
+        self.view
+            .items
+            .retain_in::<&[u8], _>(codec::as_slices(&bounds), |_, _| false)
+            .map_err(storage(WRITE))?;
+        self.view
+            .names
+            .retain_in::<&[u8], _>(codec::as_slices(&bounds), |_, _| false)
+            .map_err(storage(WRITE))?;
+        Ok(())
+    }
+
+    fn put_item(
+        &mut self,
+        key: &ItemKey,
+        version: u64,
+        value: &Vec<u8>,
+    ) -> Result<bool, StoreError> {
+        let record = codec::encode_item(version, value);
+        let bytes = codec::item_key(key);
+        Ok(self
+            .view
+            .items
+            .insert(bytes.as_slice(), record.as_slice())
+            .map_err(storage(WRITE))?
+            .is_some())
+    }
+
+    fn remove_item(&mut self, key: &ItemKey) -> Result<bool, StoreError> {
+        let bytes = codec::item_key(key);
+        Ok(self
+            .view
+            .items
+            .remove(bytes.as_slice())
+            .map_err(storage(WRITE))?
+            .is_some())
+    }
+
+    fn set_names_version(
+        &mut self,
+        client: &ClientKey,
+        package: &str,
+        version: u64,
+    ) -> Result<(), StoreError> {
+        let key = codec::package_key(client, package);
+        self.view
+            .names
+            .insert(key.as_slice(), version)
+            .map_err(storage(WRITE))?;
+        Ok(())
+    }
+
+    fn set_packages_version(&mut self, client: &ClientKey, version: u64) -> Result<(), StoreError> {
+        self.view
+            .names
+            .insert(client.as_bytes().as_slice(), version)
+            .map_err(storage(WRITE))?;
+        Ok(())
+    }
+
+    fn expired(
+        &mut self,
+        idle_before: Option<u64>,
+        created_before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<ClientKey>, StoreError> {
+        let mut found = std::collections::BTreeSet::new();
+        for (cutoff, index) in [
+            (idle_before, &self.by_access),
+            (created_before, &self.by_created),
+        ] {
+            let Some(cutoff) = cutoff else { continue };
+            let end = codec::time_key(cutoff, &ClientKey::from_bytes([0; 32]));
+            for entry in index.range(..end.as_slice()).map_err(storage(READ))? {
+                if found.len() >= limit {
+                    break;
+                }
+                let (key, _) = entry.map_err(storage(READ))?;
+                found.insert(codec::client_of_index_key(key.value())?);
+            }
+        }
+        Ok(found.into_iter().collect())
+    }
+}

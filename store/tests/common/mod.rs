@@ -1,0 +1,286 @@
+//! Helpers shared by the store's integration tests: containers under a
+//! manual clock, a simulated disk that keeps only synced bytes (crash
+//! simulation) and can fail writes or syncs on demand (fault injection), and
+//! a value that cannot be serialized.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::BTreeSet,
+    io,
+    sync::{Arc, Mutex},
+};
+
+use keel_store::{
+    ExpiryPolicy, ManualClock, RamContainer, RedbContainer, RedbOptions, SessionContainer,
+};
+use keel_txn::TransactionManager;
+use redb::StorageBackend;
+use tempfile::TempDir;
+
+/// zope.session's `NoPickle`: a value whose serialization always fails.
+#[derive(Debug)]
+pub struct NoPickle;
+
+impl serde::Serialize for NoPickle {
+    fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom("I cannot be pickled"))
+    }
+}
+
+/// Which container a conformance test runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Ram,
+    Redb,
+}
+
+/// A container with its clock and a transaction manager; keeps the
+/// database's directory alive.
+pub struct Env {
+    pub container: Arc<dyn SessionContainer>,
+    pub clock: ManualClock,
+    pub manager: TransactionManager,
+    pub dir: Option<TempDir>,
+}
+
+impl Env {
+    /// A container of `kind` with `policy`, its clock at `now`.
+    pub fn new(kind: Kind, policy: ExpiryPolicy, now: u64) -> Env {
+        let clock = ManualClock::new(now);
+        let (container, dir): (Arc<dyn SessionContainer>, _) = match kind {
+            Kind::Ram => (
+                Arc::new(
+                    RamContainer::new()
+                        .with_expiry(policy)
+                        .with_clock(Arc::new(clock.clone())),
+                ),
+                None,
+            ),
+            Kind::Redb => {
+                let dir = tempfile::tempdir().expect("temp dir");
+                let options = RedbOptions::new()
+                    .with_expiry(policy)
+                    .with_clock(Arc::new(clock.clone()));
+                let container = RedbContainer::open_with(dir.path().join("s.redb"), options)
+                    .expect("open redb container");
+                (Arc::new(container), Some(dir))
+            }
+        };
+        Env {
+            container,
+            clock,
+            manager: TransactionManager::new(),
+            dir,
+        }
+    }
+
+    /// A container of `kind` with timeout 3600 s and resolution 600 s at
+    /// second 1000.
+    pub fn default_for(kind: Kind) -> Env {
+        Env::new(
+            kind,
+            ExpiryPolicy::default()
+                .with_timeout(3600)
+                .with_resolution(600),
+            1000,
+        )
+    }
+}
+
+const BLOCK: usize = 4096;
+
+/// A disk in memory that distinguishes written from synced bytes.
+///
+/// [`SimDisk::crash`] forgets everything not synced and disowns every
+/// handle made before it (their operations fail, as a dead process's
+/// would). Writes or syncs can be made to fail after a number of calls.
+#[derive(Debug, Default)]
+pub struct SimDisk {
+    state: Mutex<DiskState>,
+}
+
+#[derive(Debug, Default)]
+struct DiskState {
+    generation: u64,
+    durable: Vec<u8>,
+    volatile: Vec<u8>,
+    dirty: BTreeSet<usize>,
+    writes_left: Option<u64>,
+    syncs_left: Option<u64>,
+    failures: u64,
+    syncs: u64,
+}
+
+impl SimDisk {
+    pub fn new() -> Arc<SimDisk> {
+        Arc::new(SimDisk::default())
+    }
+
+    /// A new handle on the disk, for a [`RedbOptions::with_storage_backend`]
+    /// factory.
+    pub fn handle(self: &Arc<Self>) -> Box<dyn StorageBackend> {
+        let generation = self.lock().generation;
+        Box::new(SimHandle {
+            disk: Arc::clone(self),
+            generation,
+        })
+    }
+
+    /// Options that store the database on this disk.
+    pub fn options(self: &Arc<Self>) -> RedbOptions {
+        let disk = Arc::clone(self);
+        RedbOptions::new().with_storage_backend(move || Ok(disk.handle()))
+    }
+
+    /// The process dies: unsynced bytes are lost, old handles go dead.
+    pub fn crash(&self) {
+        let mut state = self.lock();
+        state.generation += 1;
+        state.volatile = state.durable.clone();
+        state.dirty.clear();
+    }
+
+    /// Let `n` more writes succeed, then fail every write.
+    pub fn fail_writes_after(&self, n: u64) {
+        self.lock().writes_left = Some(n);
+    }
+
+    /// Let `n` more syncs succeed, then fail every sync.
+    pub fn fail_syncs_after(&self, n: u64) {
+        self.lock().syncs_left = Some(n);
+    }
+
+    /// Stop failing.
+    pub fn heal(&self) {
+        let mut state = self.lock();
+        state.writes_left = None;
+        state.syncs_left = None;
+    }
+
+    /// How many syncs succeeded.
+    pub fn syncs(&self) -> u64 {
+        self.lock().syncs
+    }
+
+    /// The durable bytes (what a crash now would leave).
+    pub fn durable(&self) -> Vec<u8> {
+        self.lock().durable.clone()
+    }
+
+    /// How many operations failed on purpose.
+    pub fn failures(&self) -> u64 {
+        self.lock().failures
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, DiskState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Debug)]
+struct SimHandle {
+    disk: Arc<SimDisk>,
+    generation: u64,
+}
+
+fn dead() -> io::Error {
+    io::Error::other("the simulated process crashed")
+}
+
+fn injected(what: &str) -> io::Error {
+    io::Error::other(format!("injected {what} failure"))
+}
+
+impl SimHandle {
+    fn state(&self) -> io::Result<std::sync::MutexGuard<'_, DiskState>> {
+        let state = self.disk.lock();
+        if state.generation != self.generation {
+            return Err(dead());
+        }
+        Ok(state)
+    }
+}
+
+fn spend(left: &mut Option<u64>, failures: &mut u64) -> bool {
+    match left {
+        Some(0) => {
+            *failures += 1;
+            false
+        }
+        Some(n) => {
+            *n -= 1;
+            true
+        }
+        None => true,
+    }
+}
+
+impl StorageBackend for SimHandle {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.state()?.volatile.len() as u64)
+    }
+
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let state = self.state()?;
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let source = state
+            .volatile
+            .get(start..start + out.len())
+            .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "read past end"))?;
+        out.copy_from_slice(source);
+        Ok(())
+    }
+
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        let mut state = self.state()?;
+        let len = usize::try_from(len).map_err(io::Error::other)?;
+        let old = state.volatile.len();
+        state.volatile.resize(len, 0);
+        let (from, to) = (old.min(len), old.max(len));
+        for block in from / BLOCK..=to / BLOCK {
+            state.dirty.insert(block);
+        }
+        Ok(())
+    }
+
+    fn sync_data(&self) -> io::Result<()> {
+        let mut state = self.state()?;
+        let state = &mut *state;
+        if !spend(&mut state.syncs_left, &mut state.failures) {
+            return Err(injected("sync"));
+        }
+        state.syncs += 1;
+        let len = state.volatile.len();
+        state.durable.resize(len, 0);
+        for block in std::mem::take(&mut state.dirty) {
+            let start = block * BLOCK;
+            if start >= len {
+                continue;
+            }
+            let end = (start + BLOCK).min(len);
+            let (durable, volatile) = (&mut state.durable, &state.volatile);
+            durable[start..end].copy_from_slice(&volatile[start..end]);
+        }
+        Ok(())
+    }
+
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        let mut state = self.state()?;
+        let state = &mut *state;
+        if !spend(&mut state.writes_left, &mut state.failures) {
+            return Err(injected("write"));
+        }
+        let start = usize::try_from(offset).map_err(io::Error::other)?;
+        let end = start + data.len();
+        if state.volatile.len() < end {
+            state.volatile.resize(end, 0);
+        }
+        state.volatile[start..end].copy_from_slice(data);
+        for block in start / BLOCK..=end.saturating_sub(1) / BLOCK {
+            state.dirty.insert(block);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! Group commit: concurrent commits share durable redb commits (fewer syncs
+//! than commits), every caller's data is durable when its commit returns, and
+//! a conflicting commit fails alone without failing its batch.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::sync::{Arc, Barrier};
+
+use common::SimDisk;
+use keel_store::{ClientKey, RedbContainer, SessionContainer, SessionValue};
+use keel_txn::TransactionManager;
+
+fn key(n: usize) -> ClientKey {
+    ClientKey::from_client_id(&format!("client-{n}"))
+}
+
+#[test]
+fn concurrent_commits_share_syncs_and_are_all_durable_when_answered() {
+    let disk = SimDisk::new();
+    let container = Arc::new(RedbContainer::open_with("sim", disk.options()).unwrap());
+    let manager = TransactionManager::new();
+    let threads = 32;
+    let per_thread = 20;
+    let barrier = Arc::new(Barrier::new(threads));
+    let syncs_before = disk.syncs();
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (container, manager, barrier) = (
+                Arc::clone(&container),
+                manager.clone(),
+                Arc::clone(&barrier),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                for i in 0..per_thread {
+                    let mut tx = manager.begin();
+                    container.create_session(&mut tx, &key(t)).unwrap();
+                    container
+                        .insert(
+                            &mut tx,
+                            &key(t),
+                            "app",
+                            &format!("n{i}"),
+                            SessionValue::new(i),
+                        )
+                        .unwrap();
+                    tx.commit().unwrap();
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    let commits = (threads * per_thread) as u64;
+    let syncs = disk.syncs() - syncs_before;
+    assert!(syncs < commits, "{syncs} syncs for {commits} commits");
+
+    // Everything acknowledged survives a crash right now.
+    drop(container);
+    disk.crash();
+    let container = RedbContainer::open_with("sim", disk.options()).unwrap();
+    let mut tx = manager.begin();
+    for t in 0..threads {
+        let names = container.names(&mut tx, &key(t), "app").unwrap();
+        assert_eq!(names.len(), per_thread, "client {t}");
+    }
+}
+
+#[test]
+fn a_conflicting_commit_fails_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = Arc::new(RedbContainer::open(dir.path().join("s.redb")).unwrap());
+    let manager = TransactionManager::new();
+    let mut tx = manager.begin();
+    for n in 0..16 {
+        container.create_session(&mut tx, &key(n)).unwrap();
+    }
+    container
+        .insert(&mut tx, &key(0), "app", "hot", SessionValue::new(0))
+        .unwrap();
+    tx.commit().unwrap();
+
+    // 16 transactions, all prepared before any commits: two of them write
+    // the same value, the others disjoint sessions.
+    let mut transactions = Vec::new();
+    for n in 0..16 {
+        let mut tx = manager.begin();
+        let (client, name) = if n < 2 { (0, "hot") } else { (n, "cold") };
+        let _ = container.get(&mut tx, &key(client), "app", name).unwrap();
+        container
+            .insert(&mut tx, &key(client), "app", name, SessionValue::new(n))
+            .unwrap();
+        transactions.push(tx);
+    }
+    let barrier = Arc::new(Barrier::new(transactions.len()));
+    let handles: Vec<_> = transactions
+        .into_iter()
+        .map(|tx| {
+            let barrier = Arc::clone(&barrier);
+            std::thread::spawn(move || {
+                barrier.wait();
+                tx.commit()
+            })
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let hot_failures = results[..2].iter().filter(|r| r.is_err()).count();
+    assert_eq!(
+        hot_failures, 1,
+        "exactly one of the two hot writers conflicts"
+    );
+    assert!(
+        results[..2]
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.is_retryable())
+    );
+    assert!(results[2..].iter().all(Result::is_ok), "{results:?}");
+}
