@@ -3,7 +3,7 @@
 //! Routes and output are a contract (the team's DESIGN.md, "Demo and admin
 //! contract"); tests outside this crate depend on them.
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, sync::Arc, time::Duration};
 
 use axum::{
     Json, Router,
@@ -48,7 +48,15 @@ struct AppState {
 pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     let container = open_container(&args)?;
     let ids = client_id_manager(&args, container.as_ref())?;
-    let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container));
+    // The demo's counter is one hot record per client: retry conflicts enough
+    // that 32 concurrent increments of one client all succeed.
+    let transactions = keel_txn::TransactionManager::new().with_retry_policy(
+        keel_txn::RetryPolicy::default()
+            .with_attempts(32)
+            .with_backoff(Duration::from_micros(500), Duration::from_millis(20)),
+    );
+    let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container))
+        .with_transaction_manager(transactions);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

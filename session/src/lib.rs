@@ -1,4 +1,72 @@
-//! keel-session: server-side HTTP sessions. UNDER CONSTRUCTION.
+//! Server-side HTTP sessions: signed client ids in a cookie, per-package
+//! session data in transactional containers, and a tower layer that commits
+//! or aborts each request's changes. It is not a cookie-only session store:
+//! data lives on the server, in a [`keel_store`] container.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use axum::{Router, routing::post};
+//! use keel_session::{
+//!     ContainerRegistry, CookieConfig, KeyRing, Session, SessionError, SessionLayer,
+//!     SessionManager,
+//! };
+//! use keel_store::RamContainer;
+//!
+//! async fn visit(session: Session) -> Result<String, SessionError> {
+//!     let data = session.pkg("my.app")?; // creates the session on first use
+//!     let visits = data.get::<u64>("visits")?.unwrap_or(0) + 1;
+//!     data.insert("visits", visits)?; // committed by the layer after the handler
+//!     Ok(format!("visit number {visits}"))
+//! }
+//!
+//! # fn main() -> Result<(), SessionError> {
+//! let ids = CookieConfig::keel(KeyRing::generate()?).with_secure(true).build()?;
+//! let containers = ContainerRegistry::new().with_default(Arc::new(RamContainer::new()));
+//! let app: Router = Router::new()
+//!     .route("/", post(visit))
+//!     .layer(SessionLayer::new(SessionManager::new(ids, containers)));
+//! # let _ = app;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The pieces
+//! - Client ids: [`ClientIdManager`] reads and mints them;
+//!   [`CookieClientIdManager`] (built from a [`CookieConfig`]) keeps them in a
+//!   cookie, signed with HMAC-SHA256 under a rotating [`KeyRing`]
+//!   ([`KeelIdFormat`]) or in zope.session's format ([`ZopeIdFormat`]).
+//! - [`SessionManager`] ties a client id manager, a [`ContainerRegistry`]
+//!   (named containers with fallback to the unnamed one) and a transaction
+//!   manager together, and hands out one [`Session`] per request.
+//! - [`Session`] -> [`SessionPkgData`]: per-package mappings of names to
+//!   values, buffered in the request's transaction and serialized at commit.
+//! - [`SessionLayer`]: the tower middleware (with the `axum` feature, `Session`
+//!   is an extractor); [`template_object`] (feature `minijinja`) and
+//!   [`Session::resolve_path`] give templates read-only access.
+//!
+//! # Deliberate differences from zope.session
+//! - **Lazy cookies.** zope mints an id and sets the cookie as soon as a
+//!   request is adapted to a session, even to read; Keel mints only when a
+//!   request creates session data ([`Session::pkg`]), so read-only visitors get
+//!   no cookie (scenario 83 not followed).
+//! - **Strong ids.** 128 random bits from the OS, HMAC-SHA256, constant-time
+//!   verification, key rotation; the zope format is still available (with
+//!   CSPRNG randomness) for migrations.
+//! - **No resurrection.** An expired session is never returned, and a validly
+//!   signed id whose session is gone is not reused (zope returned and
+//!   refreshed an unswept stale session; scenario 88).
+//! - **No sweeping in requests.** Expired sessions are invisible at once and
+//!   deleted by a background sweep (zope swept inside whatever request came
+//!   along, scenarios 37, 43, 87).
+//! - **SameSite=Lax and HttpOnly by default**; Partitioned settable.
+//! - **Duplicate cookies:** the first validly signed one wins (zope: the last
+//!   one, so a junk cookie could log a user out).
+//! - **A package exists while it holds a name**: [`Session::get`] of a package
+//!   created but left empty is `None`.
+//! - **Beyond zope:** [`Session::invalidate`], [`Session::cycle_id`],
+//!   principals ([`Session::set_principal`]) with revoke-all in the admin API,
+//!   and no lost updates: concurrent requests of one client conflict and are
+//!   re-run by the layer.
 
 mod client_id;
 mod cookie;
