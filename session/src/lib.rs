@@ -102,3 +102,8 @@ pub use session::{CookieAction, Session};
 #[cfg(feature = "minijinja")]
 pub use template::template_object;
 pub use zope_id::{ZOPE_ID_LEN, ZopeIdFormat, digest_encode};
+
+/// The README's example, compiled as a doctest so it cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;
