@@ -1,6 +1,17 @@
-//! `keel`: the demo server (`keel serve`) and session administration.
+//! `keel`: the demo server (`keel serve`) and session administration
+//! (`keel sessions ...`, offline on a database file or online against a
+//! running server's admin API).
 
+mod admin_api;
+mod metrics;
+mod ops;
+mod output;
+mod policy;
+mod progress;
 mod serve;
+mod sessions;
+mod sweeper;
+mod wire;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -16,8 +27,12 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the demo: a durable page counter with a JSON API.
+    /// Run the demo: a durable page counter with a JSON API, the admin API
+    /// and Prometheus metrics.
     Serve(ServeArgs),
+    /// Inspect and manage sessions: offline on a database file (`--db`) or
+    /// online against a running server (`--url`, `--token-file`).
+    Sessions(sessions::SessionsArgs),
 }
 
 /// Client id formats.
@@ -53,7 +68,7 @@ struct ServeArgs {
     #[arg(long)]
     secret_file: Option<PathBuf>,
     /// File holding the bearer token of the admin API (trimmed). Without it
-    /// the admin API is disabled.
+    /// the admin API is disabled: `/admin/...` answers 404.
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
     /// Name of the session cookie.
@@ -62,6 +77,13 @@ struct ServeArgs {
     /// Client id format.
     #[arg(long, value_enum, default_value_t = IdFormat::Keel)]
     id_format: IdFormat,
+    /// Seconds between background sweeps of expired sessions (default: the
+    /// resolution, at least 1).
+    #[arg(long)]
+    sweep_interval: Option<u64>,
+    /// Expired sessions deleted per sweep batch (one durable commit each).
+    #[arg(long, default_value_t = sweeper::DEFAULT_BATCH)]
+    sweep_batch: usize,
 }
 
 fn main() -> ExitCode {
@@ -69,26 +91,85 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,keel=info")),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Sessions(args) => {
+            quiet_panics();
+            match std::panic::catch_unwind(|| sessions::run(args)) {
+                Ok(result) => result,
+                Err(_) => {
+                    eprintln!(
+                        "keel: internal error: {}",
+                        last_panic().unwrap_or_else(|| "a panic".to_owned())
+                    );
+                    return ExitCode::from(101);
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("keel: {err}");
+            let mut shown = err.to_string();
+            eprintln!("keel: {shown}");
             let mut source = std::error::Error::source(&err);
             while let Some(cause) = source {
-                eprintln!("  caused by: {cause}");
+                // Most messages already end with their cause's text.
+                let text = cause.to_string();
+                if !shown.contains(&text) {
+                    eprintln!("  caused by: {text}");
+                    shown.push_str(&text);
+                }
                 source = cause.source();
+            }
+            if let Some(panic) = last_panic() {
+                eprintln!("  detail: {panic}");
             }
             ExitCode::FAILURE
         }
     }
+}
+
+/// The message of the last panic, recorded by [`quiet_panics`].
+static LAST_PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Record panics instead of printing them with a backtrace.
+///
+/// NOTE: the store turns a panic of redb on a damaged file into
+/// `StoreError::Corrupted`; the default hook would still print a backtrace
+/// before that clear error. The recorded message is printed as a detail of
+/// the error instead (or as the error, if nothing caught the panic).
+fn quiet_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = match info.payload().downcast_ref::<&str>() {
+            Some(text) => (*text).to_owned(),
+            None => info
+                .payload()
+                .downcast_ref::<String>()
+                .cloned()
+                .unwrap_or_else(|| "a panic".to_owned()),
+        };
+        let location = info
+            .location()
+            .map(|l| format!(" (at {}:{})", l.file(), l.line()))
+            .unwrap_or_default();
+        let mut last = LAST_PANIC
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *last = Some(format!("{message}{location}"));
+    }));
+}
+
+fn last_panic() -> Option<String> {
+    LAST_PANIC
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take()
 }
 
 /// Errors of the `keel` command.
@@ -96,6 +177,23 @@ fn main() -> ExitCode {
 enum CliError {
     #[error(transparent)]
     Store(#[from] keel_store::StoreError),
+    /// A store error that does not name the database file by itself.
+    #[error("{path}: {source}")]
+    Database {
+        path: PathBuf,
+        #[source]
+        source: keel_store::StoreError,
+    },
+    #[error(
+        "{path}: no such database file (give the right --db, or --url to manage a running server)"
+    )]
+    NoDatabase { path: PathBuf },
+    #[error("{path}: commit failed: {source}")]
+    Commit {
+        path: PathBuf,
+        #[source]
+        source: keel_txn::TxnError,
+    },
     #[error(transparent)]
     Session(#[from] keel_session::SessionError),
     #[error("cannot read {path}: {source}")]
@@ -104,8 +202,38 @@ enum CliError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot write {path}: {source}")]
+    WriteFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Usage(String),
+    #[error("cannot reach {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: ureq::Error,
+    },
+    #[error("{url} answered {status}: {message}")]
+    Http {
+        url: String,
+        status: u16,
+        message: String,
+    },
+    #[error("{url} answered with unexpected JSON: {source}")]
+    BadResponse {
+        url: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("cannot write the output: {0}")]
+    Output(#[source] std::io::Error),
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
+    #[error("a background task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }

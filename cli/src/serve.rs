@@ -3,7 +3,11 @@
 //! Routes and output are a contract (the team's DESIGN.md, "Demo and admin
 //! contract"); tests outside this crate depend on them.
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::Path,
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::{
     Json, Router,
@@ -20,7 +24,13 @@ use serde::{Deserialize, Serialize, Serializer, ser::Error as _};
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::{CliError, IdFormat, ServeArgs};
+use crate::{
+    CliError, IdFormat, ServeArgs,
+    admin_api::{self, AdminState, AdminToken, MetricsState},
+    metrics::{Metrics, TimedContainer},
+    policy,
+    sweeper::{self, SweeperStatus},
+};
 
 /// The package id of the demo's data.
 pub(crate) const DEMO_PACKAGE: &str = "keel.demo";
@@ -46,7 +56,12 @@ struct AppState {
 
 /// Run the demo server until SIGTERM or Ctrl-C.
 pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+    let token = admin_token(&args)?;
     let container = open_container(&args)?;
+    if !args.memory {
+        // Offline `keel sessions` then judges expiry as this server does.
+        policy::store(container.as_ref(), container.expiry())?;
+    }
     let ids = client_id_manager(&args, container.as_ref())?;
     // The demo's counter is one hot record per client: retry conflicts enough
     // that 32 concurrent increments of one client all succeed.
@@ -55,12 +70,37 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
             .with_attempts(32)
             .with_backoff(Duration::from_micros(500), Duration::from_millis(20)),
     );
-    let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container))
+    // Requests see the container through a wrapper that times each commit.
+    let timed: Arc<dyn SessionContainer> = Arc::new(TimedContainer::new(Arc::clone(&container)));
+    let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(timed))
         .with_transaction_manager(transactions);
+    let metrics = Metrics::install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, manager))
+    runtime.block_on(serve(args, manager, container, token, metrics))
+}
+
+/// The admin token, if `--admin-token-file` was given.
+fn admin_token(args: &ServeArgs) -> Result<Option<AdminToken>, CliError> {
+    let Some(path) = &args.admin_token_file else {
+        return Ok(None);
+    };
+    let content = std::fs::read_to_string(path).map_err(|source| CliError::ReadFile {
+        path: path.clone(),
+        source,
+    })?;
+    AdminToken::from_file_content(&content, path).map(Some)
+}
+
+/// Time between background sweeps: `--sweep-interval`, else the resolution
+/// (at least 1 s); `None` for `--sweep-interval 0` (no background sweeper).
+fn sweep_interval(args: &ServeArgs, container: &dyn SessionContainer) -> Option<Duration> {
+    match args.sweep_interval {
+        Some(0) => None,
+        Some(seconds) => Some(Duration::from_secs(seconds)),
+        None => Some(Duration::from_secs(container.expiry().resolution().max(1))),
+    }
 }
 
 fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliError> {
@@ -147,7 +187,13 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     options.open(path)?.write_all(bytes)
 }
 
-async fn serve(args: ServeArgs, manager: SessionManager) -> Result<(), CliError> {
+async fn serve(
+    args: ServeArgs,
+    manager: SessionManager,
+    container: Arc<dyn SessionContainer>,
+    token: Option<AdminToken>,
+    metrics: Metrics,
+) -> Result<(), CliError> {
     let mut templates = minijinja::Environment::new();
     templates
         .add_template("index.html", INDEX_TEMPLATE)
@@ -155,6 +201,42 @@ async fn serve(args: ServeArgs, manager: SessionManager) -> Result<(), CliError>
     let state = AppState {
         templates: Arc::new(templates),
     };
+    let transactions = manager.transaction_manager().clone();
+    let interval = sweep_interval(&args, container.as_ref());
+    let batch = args.sweep_batch.max(1);
+    let status = Arc::new(SweeperStatus::new(interval.unwrap_or_default(), batch));
+    let sweeper = interval.map(|interval| {
+        sweeper::spawn(Arc::clone(&container), interval, batch, Arc::clone(&status))
+    });
+    let started = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default();
+    let admin = admin_api::router(AdminState {
+        container,
+        token,
+        transactions: transactions.clone(),
+        started,
+        sweeper: status,
+    });
+    // Without a listener of its own, the exporter needs its histogram
+    // buffers drained now and then, scraped or not.
+    let upkeep = {
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                ticker.tick().await;
+                metrics.upkeep();
+            }
+        })
+    };
+    let metrics_routes = admin_api::metrics_router(MetricsState {
+        metrics,
+        transactions,
+    });
+    // The admin and metrics routes are merged after the session layer is
+    // applied: they run outside request transactions and set no cookie.
     let app = Router::new()
         .route("/", get(index))
         .route("/api/count", get(read_count).post(increment))
@@ -162,36 +244,67 @@ async fn serve(args: ServeArgs, manager: SessionManager) -> Result<(), CliError>
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
         .with_state(state)
-        .layer(SessionLayer::new(manager));
+        .layer(SessionLayer::new(manager))
+        .merge(admin)
+        .merge(metrics_routes);
+    let shutdown = shutdown_signal();
     let listener = TcpListener::bind(args.addr).await?;
     let local = listener.local_addr()?;
     println!("listening on http://{local}");
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(shutdown)
         .await?;
+    upkeep.abort();
+    if let Some(sweeper) = sweeper {
+        sweeper.abort();
+    }
     Ok(())
 }
 
 /// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and lets
 /// in-flight requests (and their commits) finish.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+///
+/// NOTE: the handlers are installed when this is called, not when the future
+/// is first polled, so a SIGTERM sent right after `listening on` is printed
+/// still shuts down gracefully instead of killing the process.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let (mut terminate, mut interrupt) = signals;
+            let terminate = async {
+                match terminate.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let interrupt = async {
+                match interrupt.as_mut() {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = terminate => {},
+                () = interrupt => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 

@@ -13,7 +13,8 @@ use crate::{
 /// its writes. `V` is a value as the container stores it.
 #[derive(Debug)]
 pub(crate) struct ChangeSet<V> {
-    /// Versions to check at commit; empty if nothing needs checking.
+    /// Versions to check at commit, sorted by key; empty if nothing needs
+    /// checking.
     pub(crate) reads: Vec<(RecordKey, u64)>,
     /// Session-level changes, at most one per session.
     pub(crate) sessions: Vec<SessionChange>,
@@ -91,7 +92,8 @@ pub(crate) fn validate<V>(
     Ok(())
 }
 
-/// Apply validated `changes` as commit `tid`.
+/// Apply `changes`, validated by [`validate`] against the same `view`, as
+/// commit `tid`.
 ///
 /// Order matters: wipes and record changes first, then values (which bump
 /// the name-set and package-set versions blindly when a name appears or
@@ -106,7 +108,18 @@ pub(crate) fn apply<W: WriteView>(
     tid: u64,
 ) -> Result<(), StoreError> {
     for change in &changes.sessions {
-        let old = view.session(&change.client)?;
+        // A session validated as absent just now needs no second lookup (the
+        // common first request: create and insert).
+        let session_key = RecordKey::Session(change.client);
+        let validated_absent = changes
+            .reads
+            .binary_search_by(|(key, _)| key.cmp(&session_key))
+            .is_ok_and(|at| changes.reads[at].1 == 0);
+        let old = if validated_absent {
+            None
+        } else {
+            view.session(&change.client)?
+        };
         if change.wipe {
             view.wipe(&change.client)?;
         }
@@ -184,9 +197,8 @@ pub(crate) fn delete_sessions<W: WriteView>(
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
     for client in clients {
-        if let Some(old) = view.session(client)? {
+        if view.take_session(client)?.is_some() {
             view.wipe(client)?;
-            view.delete_session(client, &old)?;
             deleted += 1;
         }
     }
@@ -212,12 +224,16 @@ pub(crate) fn sweep<W: WriteView>(
     let more = candidates.len() > batch;
     let mut removed = 0;
     for client in candidates.into_iter().take(batch) {
-        if let Some(old) = view.session(&client)?
-            && policy.is_expired(old.created, old.last_access, now)
-        {
+        // The indexes are exact, so every candidate has expired; the check
+        // guards against a damaged index all the same.
+        let Some(old) = view.take_session(&client)? else {
+            continue;
+        };
+        if policy.is_expired(old.created, old.last_access, now) {
             view.wipe(&client)?;
-            view.delete_session(&client, &old)?;
             removed += 1;
+        } else {
+            view.put_session(&client, None, &old)?;
         }
     }
     Ok(SweepReport { removed, more })

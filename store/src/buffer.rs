@@ -52,6 +52,17 @@ struct SessionEntry {
     wipe: bool,
     /// Last-access time to merge at commit.
     touch: Option<u64>,
+    /// The view held a record when the entry was loaded. Without one it
+    /// holds no data either (data never outlives its session record), so
+    /// there is nothing to read, and the session's version guards it all.
+    stored: bool,
+}
+
+impl SessionEntry {
+    /// Whether stored data is out of sight (wiped, or there is none).
+    fn hides_stored_data(&self) -> bool {
+        self.wipe || !self.stored
+    }
 }
 
 /// The buffered writes captured by a savepoint.
@@ -99,6 +110,7 @@ impl Buffer {
                 RecordKey::Session(*client),
                 record.as_ref().map_or(0, |r| r.version),
             )?;
+            let stored = record.is_some();
             self.sessions.insert(
                 *client,
                 SessionEntry {
@@ -106,6 +118,7 @@ impl Buffer {
                     rewritten: false,
                     wipe: false,
                     touch: None,
+                    stored,
                 },
             );
         }
@@ -114,7 +127,8 @@ impl Buffer {
             .ok_or(StoreError::NoSuchSession { client: *client })
     }
 
-    /// Whether `client` is live, and whether its stored data is wiped.
+    /// Whether `client` is live, and whether its stored data is out of
+    /// sight (wiped, or there is none to read).
     fn liveness(
         &mut self,
         view: &mut impl ReadView,
@@ -123,7 +137,7 @@ impl Buffer {
     ) -> Result<(bool, bool), StoreError> {
         let entry = self.entry(view, client)?;
         let live = entry.record.as_ref().is_some_and(|r| at.is_live(r));
-        Ok((live, entry.wipe))
+        Ok((live, entry.hides_stored_data()))
     }
 
     fn stored_item_version(
@@ -201,6 +215,7 @@ impl Buffer {
             rewritten: true,
             wipe,
             touch: None,
+            stored: entry.stored,
         };
         self.drop_items_of(client);
         Ok(created)
@@ -223,6 +238,7 @@ impl Buffer {
             rewritten: true,
             wipe: true,
             touch: None,
+            stored: entry.stored,
         };
         self.drop_items_of(client);
         Ok(true)
@@ -286,6 +302,7 @@ impl Buffer {
             rewritten: true,
             wipe: true,
             touch: None,
+            stored: source.stored,
         };
         self.drop_items_of(from);
         let target = self.entry(view, to)?;
@@ -295,6 +312,7 @@ impl Buffer {
             rewritten: true,
             wipe,
             touch: None,
+            stored: target.stored,
         };
         self.drop_items_of(to);
         for (key, value) in data {
@@ -313,7 +331,7 @@ impl Buffer {
         name: &str,
     ) -> Result<Option<SessionValue>, StoreError> {
         check_parts(package, name)?;
-        let (live, wiped) = self.liveness(view, at, client)?;
+        let (live, hidden) = self.liveness(view, at, client)?;
         if !live {
             return Ok(None);
         }
@@ -321,7 +339,7 @@ impl Buffer {
         if let Some(buffered) = self.items.get(&key) {
             return Ok(buffered.clone());
         }
-        if wiped {
+        if hidden {
             return Ok(None);
         }
         let stored = view.item(&key)?;
@@ -343,12 +361,12 @@ impl Buffer {
         value: SessionValue,
     ) -> Result<(), StoreError> {
         check_parts(package, name)?;
-        let (live, wiped) = self.liveness(view, at, client)?;
+        let (live, hidden) = self.liveness(view, at, client)?;
         if !live {
             return Err(StoreError::NoSuchSession { client: *client });
         }
         let key = ItemKey::new(client, package, name);
-        if !wiped && !self.items.contains_key(&key) {
+        if !hidden && !self.items.contains_key(&key) {
             // A write records the version it overwrites: two concurrent
             // writes of one value conflict (first committer wins).
             self.stored_item_version(view, &key)?;
@@ -367,14 +385,14 @@ impl Buffer {
         name: &str,
     ) -> Result<bool, StoreError> {
         check_parts(package, name)?;
-        let (live, wiped) = self.liveness(view, at, client)?;
+        let (live, hidden) = self.liveness(view, at, client)?;
         if !live {
             return Ok(false);
         }
         let key = ItemKey::new(client, package, name);
         let present = match self.items.get(&key) {
             Some(buffered) => buffered.is_some(),
-            None if wiped => false,
+            None if hidden => false,
             None => self.stored_item_version(view, &key)? != 0,
         };
         if present {
@@ -392,12 +410,12 @@ impl Buffer {
         package: &str,
     ) -> Result<Vec<String>, StoreError> {
         check_part("package id", package)?;
-        let (live, wiped) = self.liveness(view, at, client)?;
+        let (live, hidden) = self.liveness(view, at, client)?;
         if !live {
             return Ok(Vec::new());
         }
         let mut names: BTreeSet<String> = BTreeSet::new();
-        if !wiped {
+        if !hidden {
             let version = view.names_version(client, package)?;
             self.record_read(RecordKey::Names(*client, package.to_owned()), version)?;
             names.extend(view.names(client, package)?);
@@ -419,12 +437,12 @@ impl Buffer {
         at: At,
         client: &ClientKey,
     ) -> Result<Vec<String>, StoreError> {
-        let (live, wiped) = self.liveness(view, at, client)?;
+        let (live, hidden) = self.liveness(view, at, client)?;
         if !live {
             return Ok(Vec::new());
         }
         let mut packages: BTreeSet<String> = BTreeSet::new();
-        if !wiped {
+        if !hidden {
             let version = view.packages_version(client)?;
             self.record_read(RecordKey::Packages(*client), version)?;
             packages.extend(view.packages(client)?);
@@ -464,12 +482,14 @@ impl Buffer {
     }
 
     /// The change set to commit, converting every buffered value with
-    /// `convert` (this is where live values are serialized).
+    /// `convert` (this is where live values are serialized). Consumes the
+    /// buffer: after the commit step a transaction can only finish or
+    /// abort.
     ///
     /// # Errors
     /// The first error of `convert`.
     pub(crate) fn change_set<V>(
-        &self,
+        self,
         validation: Validation,
         mut convert: impl FnMut(&ItemKey, &SessionValue) -> Result<V, StoreError>,
     ) -> Result<ChangeSet<V>, StoreError> {
@@ -478,26 +498,26 @@ impl Buffer {
             Validation::IfWrites => self.has_writes(),
         };
         let reads = if validate {
-            self.reads.iter().map(|(k, v)| (k.clone(), *v)).collect()
+            self.reads.into_iter().collect()
         } else {
             Vec::new()
         };
         let sessions = self
             .sessions
-            .iter()
+            .into_iter()
             .filter(|(_, e)| e.rewritten || e.wipe || e.touch.is_some())
             .map(|(client, entry)| {
-                let record = match (&entry.record, entry.rewritten) {
+                let record = match (entry.record, entry.rewritten) {
                     (_, false) => RecordChange::Keep,
                     (Some(r), true) => RecordChange::Put {
                         created: r.created,
                         last_access: r.last_access,
-                        principal: r.principal.clone(),
+                        principal: r.principal,
                     },
                     (None, true) => RecordChange::Delete,
                 };
                 SessionChange {
-                    client: *client,
+                    client,
                     wipe: entry.wipe,
                     // A rewritten record carries its last access itself.
                     touch: if entry.rewritten { None } else { entry.touch },
@@ -506,12 +526,12 @@ impl Buffer {
             })
             .collect();
         let mut items = Vec::with_capacity(self.items.len());
-        for (key, value) in &self.items {
+        for (key, value) in self.items {
             let converted = match value {
-                Some(value) => Some(convert(key, value)?),
+                Some(value) => Some(convert(&key, &value)?),
                 None => None,
             };
-            items.push((key.clone(), converted));
+            items.push((key, converted));
         }
         Ok(ChangeSet {
             reads,

@@ -109,8 +109,7 @@ fn push_part(out: &mut Vec<u8>, part: &str) {
     out.extend_from_slice(part.as_bytes());
 }
 
-/// `client ‖ len(package) ‖ package`: the prefix of a package's items, and
-/// the key of its name-set version.
+/// `client ‖ len(package) ‖ package`: the prefix of a package's items.
 pub(crate) fn package_key(client: &ClientKey, package: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(34 + package.len());
     out.extend_from_slice(client.as_bytes());
@@ -132,28 +131,71 @@ fn corrupt(what: impl Into<String>, reason: impl Into<String>) -> StoreError {
     }
 }
 
-/// Split an item key into package id and name.
+/// What a key of the session data table (`keel_data`) addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DataKey {
+    /// The session's package-set version.
+    PackagesVersion,
+    /// A package's name-set version.
+    NamesVersion(String),
+    /// A value: package id and name.
+    Item(String, String),
+}
+
+/// The byte that ends a name-set version key (never part of UTF-8).
+const NAMES_VERSION_MARK: u8 = 0xFF;
+
+/// Parse a key of the session data table.
 ///
 /// # Errors
-/// [`StoreError::CorruptRecord`] if the bytes are not an item key.
-pub(crate) fn split_item_key(bytes: &[u8]) -> Result<(ClientKey, String, String), StoreError> {
+/// [`StoreError::CorruptRecord`] if the bytes are no such key.
+pub(crate) fn split_data_key(bytes: &[u8]) -> Result<(ClientKey, DataKey), StoreError> {
     let bad = || {
         corrupt(
-            "item key",
+            "data key",
             format!("malformed key of {} bytes", bytes.len()),
         )
     };
     let client = client_at(bytes, 0).ok_or_else(bad)?;
+    if bytes.len() == 32 {
+        return Ok((client, DataKey::PackagesVersion));
+    }
     let len_bytes: [u8; 2] = bytes
         .get(32..34)
         .and_then(|s| s.try_into().ok())
         .ok_or_else(bad)?;
     let len = usize::from(u16::from_be_bytes(len_bytes));
     let package = bytes.get(34..34 + len).ok_or_else(bad)?;
-    let name = bytes.get(34 + len..).ok_or_else(bad)?;
-    let package = std::str::from_utf8(package).map_err(|_| bad())?;
-    let name = std::str::from_utf8(name).map_err(|_| bad())?;
-    Ok((client, package.to_owned(), name.to_owned()))
+    let package = std::str::from_utf8(package).map_err(|_| bad())?.to_owned();
+    let rest = bytes.get(34 + len..).ok_or_else(bad)?;
+    if rest == [NAMES_VERSION_MARK] {
+        return Ok((client, DataKey::NamesVersion(package)));
+    }
+    let name = std::str::from_utf8(rest).map_err(|_| bad())?.to_owned();
+    Ok((client, DataKey::Item(package, name)))
+}
+
+/// `client ‖ len(package) ‖ package ‖ 0xFF`: a package's name-set version.
+pub(crate) fn names_version_key(client: &ClientKey, package: &str) -> Vec<u8> {
+    let mut out = package_key(client, package);
+    out.push(NAMES_VERSION_MARK);
+    out
+}
+
+/// A version record (u64 LE).
+pub(crate) fn encode_version(version: u64) -> [u8; 8] {
+    version.to_le_bytes()
+}
+
+/// Decode a version record.
+///
+/// # Errors
+/// [`StoreError::CorruptRecord`] if it is not 8 bytes.
+pub(crate) fn decode_version(client: &ClientKey, bytes: &[u8]) -> Result<u64, StoreError> {
+    let raw: [u8; 8] = bytes
+        .try_into()
+        .map_err(|_| corrupt(format!("a version of session {client}"), "not 8 bytes"))?;
+    Ok(u64::from_le_bytes(raw))
 }
 
 fn client_at(bytes: &[u8], at: usize) -> Option<ClientKey> {
@@ -316,12 +358,33 @@ mod tests {
     }
 
     #[test]
-    fn item_keys_round_trip_and_never_collide_across_packages() {
+    fn data_keys_round_trip_and_never_collide() {
         let a = ItemKey::new(&client(1), "a", "bc");
         let b = ItemKey::new(&client(1), "ab", "c");
         assert_ne!(item_key(&a), item_key(&b));
-        let (c, package, name) = split_item_key(&item_key(&a)).unwrap();
-        assert_eq!((c, package.as_str(), name.as_str()), (client(1), "a", "bc"));
+        assert_eq!(
+            split_data_key(&item_key(&a)).unwrap(),
+            (client(1), DataKey::Item("a".into(), "bc".into()))
+        );
+        let empty = item_key(&ItemKey::new(&client(1), "a", ""));
+        let version = names_version_key(&client(1), "a");
+        assert_ne!(empty, version);
+        assert_eq!(
+            split_data_key(&version).unwrap(),
+            (client(1), DataKey::NamesVersion("a".into()))
+        );
+        assert_eq!(
+            split_data_key(client(1).as_bytes()).unwrap(),
+            (client(1), DataKey::PackagesVersion)
+        );
+    }
+
+    #[test]
+    fn a_names_version_sorts_after_every_name_of_its_package() {
+        let version = names_version_key(&client(1), "p");
+        for name in ["", "a", "zzz", "\u{10FFFF}"] {
+            assert!(item_key(&ItemKey::new(&client(1), "p", name)) < version);
+        }
     }
 
     #[test]
@@ -363,10 +426,11 @@ mod tests {
 
     #[test]
     fn malformed_keys_are_errors_not_panics() {
-        assert!(split_item_key(&[1, 2, 3]).is_err());
+        assert!(split_data_key(&[1, 2, 3]).is_err());
         let mut key = client(1).as_bytes().to_vec();
         key.extend_from_slice(&[0, 9, b'x']);
-        assert!(split_item_key(&key).is_err());
+        assert!(split_data_key(&key).is_err());
+        assert!(decode_version(&client(1), &[1, 2]).is_err());
         assert!(client_of_index_key(&[0; 10]).is_err());
     }
 

@@ -15,6 +15,7 @@
 //! an I/O error.
 
 use std::{
+    path::PathBuf,
     sync::{Arc, mpsc},
     thread,
 };
@@ -26,6 +27,7 @@ use crate::{
     ClientKey, ExpiryPolicy, StoreError, SweepReport,
     apply::{self, ChangeSet},
     codec,
+    redb_container::guard_panic,
     redb_view::{WriteTables, storage},
     tables,
 };
@@ -85,6 +87,7 @@ impl CommitterHandle {
     /// # Errors
     /// [`StoreError::Storage`] if the thread cannot be spawned.
     pub(crate) fn start(
+        path: PathBuf,
         db: DbSlot,
         reopen: Reopen,
         last_tid: u64,
@@ -93,6 +96,7 @@ impl CommitterHandle {
     ) -> Result<Self, StoreError> {
         let (sender, requests) = mpsc::channel();
         let committer = Committer {
+            path,
             db,
             reopen,
             requests,
@@ -147,6 +151,8 @@ enum Failure {
 }
 
 struct Committer {
+    /// Names the database in errors.
+    path: PathBuf,
     db: DbSlot,
     reopen: Reopen,
     requests: mpsc::Receiver<Request>,
@@ -185,7 +191,11 @@ impl Committer {
             }
             return;
         }
-        match self.run_batch(&batch) {
+        // NOTE: redb may panic on a file damaged outside redb; the committer
+        // must survive it (every request would fail with `Closed` after).
+        let outcome = guard_panic(&self.path.clone(), || self.run_batch(&batch))
+            .unwrap_or_else(|corrupted| Err(Failure::NotWritten(corrupted)));
+        match outcome {
             Ok(results) => {
                 for (request, result) in batch.into_iter().zip(results) {
                     // A waiter that went away needs no answer.

@@ -320,6 +320,14 @@ impl WriteView for RamState {
         Ok(())
     }
 
+    fn take_session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
+        let old = self.sessions.remove(client);
+        if let Some(old) = &old {
+            self.unindex(client, old);
+        }
+        Ok(old)
+    }
+
     fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError> {
         let items: Vec<ItemKey> = self
             .items_of(client, None)
@@ -530,11 +538,12 @@ impl DataManager for RamDm {
     }
 
     fn commit(&mut self) -> Result<(), BoxError> {
-        let changes = self.buffer.change_set(Validation::Always, |key, value| {
-            let tree = to_tree(key, value)?;
-            let size = codec::encode_value(&tree).len() as u64;
-            Ok(RamValue { tree, size })
-        })?;
+        let changes =
+            std::mem::take(&mut self.buffer).change_set(Validation::Always, |key, value| {
+                let tree = to_tree(key, value)?;
+                let size = codec::encode_value(&tree).len() as u64;
+                Ok(RamValue { tree, size })
+            })?;
         self.prepared = Some(changes);
         Ok(())
     }

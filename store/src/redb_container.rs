@@ -25,7 +25,7 @@ use crate::{
     apply::ChangeSet,
     backend::{BoxedBackend, Overlay},
     buffer::{At, Buffer, BufferSavepoint, Validation, to_tree},
-    codec::{self, ItemKey},
+    codec::{self, DataKey, ItemKey},
     commit::{CommitterHandle, DbSlot, Done, Job, read_last_tid},
     redb_view::{SnapshotTables, snapshot_tables, storage},
     tables,
@@ -261,6 +261,7 @@ impl RedbContainer {
             Box::new(move || open_database(&target, &path, &options))
         };
         let committer = CommitterHandle::start(
+            path.clone(),
             Arc::clone(&slot),
             reopen,
             last_tid,
@@ -301,11 +302,19 @@ impl RedbContainer {
     ) -> Result<T, StoreError> {
         let at = self.at();
         let dm = tx.join_with(&self.inner.sort_key, || RedbDm::new(&self.inner))?;
-        let snapshot = match &mut dm.snapshot {
-            Some(snapshot) => snapshot,
-            slot @ None => slot.insert(self.inner.snapshot()?),
-        };
-        op(&mut dm.buffer, &mut snapshot.tables, at)
+        guard_panic(&self.inner.path, || {
+            let snapshot = match &mut dm.snapshot {
+                Some(snapshot) => snapshot,
+                slot @ None => slot.insert(self.inner.snapshot()?),
+            };
+            op(&mut dm.buffer, &mut snapshot.tables, at)
+        })?
+    }
+
+    /// Run an admin read, a panic of redb on a damaged file becoming
+    /// [`StoreError::Corrupted`].
+    fn guarded<T>(&self, work: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+        guard_panic(&self.inner.path, work)?
     }
 }
 
@@ -376,8 +385,7 @@ impl DataManager for RedbDm {
     fn commit(&mut self) -> Result<(), BoxError> {
         // Every read is done: release the snapshot so it pins no pages.
         self.snapshot = None;
-        let changes = self
-            .buffer
+        let changes = std::mem::take(&mut self.buffer)
             .change_set(Validation::IfWrites, |key: &ItemKey, value| {
                 Ok(codec::encode_value(&to_tree(key, value)?))
             })?;
@@ -435,6 +443,16 @@ fn open_database(
     path: &Path,
     options: &RedbOptions,
 ) -> Result<Database, StoreError> {
+    // NOTE: redb may panic on a file damaged outside redb (it trusts a
+    // cleanly closed file); every step of the open is guarded.
+    guard_panic(path, || open_unguarded(target, path, options))?
+}
+
+fn open_unguarded(
+    target: &Target,
+    path: &Path,
+    options: &RedbOptions,
+) -> Result<Database, StoreError> {
     probe(target, path)?;
     let mut builder = Builder::new();
     if let Some(bytes) = options.cache_size {
@@ -453,10 +471,10 @@ fn open_database(
     Ok(db)
 }
 
-/// Run redb's open, turning a panic on a damaged file into
+/// Run `work` on redb, turning a panic on a damaged file into
 /// [`StoreError::Corrupted`].
-fn guard_panic<T>(path: &Path, open: impl FnOnce() -> T) -> Result<T, StoreError> {
-    catch_unwind(AssertUnwindSafe(open)).map_err(|_| StoreError::Corrupted {
+pub(crate) fn guard_panic<T>(path: &Path, work: impl FnOnce() -> T) -> Result<T, StoreError> {
+    catch_unwind(AssertUnwindSafe(work)).map_err(|_| StoreError::Corrupted {
         path: path.to_path_buf(),
         source: "redb could not read the file's structure".into(),
     })
@@ -613,8 +631,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
         let txn = db.begin_read().map_err(|err| read_error(path, err))?;
         let complete = txn.open_table(tables::META).is_ok()
             && txn.open_table(tables::SESSIONS).is_ok()
-            && txn.open_table(tables::ITEMS).is_ok()
-            && txn.open_table(tables::NAMES).is_ok()
+            && txn.open_table(tables::DATA).is_ok()
             && txn.open_table(tables::BY_ACCESS).is_ok()
             && txn.open_table(tables::BY_CREATED).is_ok()
             && txn.open_table(tables::PRINCIPALS).is_ok()
@@ -641,8 +658,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
                 .map_err(storage(INIT))?;
         }
         txn.open_table(tables::SESSIONS).map_err(storage(INIT))?;
-        txn.open_table(tables::ITEMS).map_err(storage(INIT))?;
-        txn.open_table(tables::NAMES).map_err(storage(INIT))?;
+        txn.open_table(tables::DATA).map_err(storage(INIT))?;
         txn.open_table(tables::BY_ACCESS).map_err(storage(INIT))?;
         txn.open_table(tables::BY_CREATED).map_err(storage(INIT))?;
         txn.open_table(tables::PRINCIPALS).map_err(storage(INIT))?;
@@ -750,23 +766,32 @@ impl SessionContainer for RedbContainer {
 /// The bytes of stored values of a session: each item record less its
 /// version header.
 fn value_bytes(
-    items: &impl ReadableTable<&'static [u8], &'static [u8]>,
+    data: &impl ReadableTable<&'static [u8], &'static [u8]>,
     client: &ClientKey,
 ) -> Result<u64, StoreError> {
     let bounds = codec::prefix_bounds(client.as_bytes());
     let mut bytes = 0;
-    for entry in items
+    for entry in data
         .range::<&[u8]>(codec::as_slices(&bounds))
         .map_err(storage(READ))?
     {
-        let (_, record) = entry.map_err(storage(READ))?;
-        bytes += stored_value_len(record.value());
+        let (key, record) = entry.map_err(storage(READ))?;
+        bytes += stored_value_len(key.value(), record.value())?;
     }
     Ok(bytes)
 }
 
-fn stored_value_len(record: &[u8]) -> u64 {
-    postcard::take_from_bytes::<u64>(record).map_or(record.len(), |(_, value)| value.len()) as u64
+/// The bytes of the encoded value of a data record; 0 for a version record.
+fn stored_value_len(key: &[u8], record: &[u8]) -> Result<u64, StoreError> {
+    let (client, DataKey::Item(package, name)) = codec::split_data_key(key)? else {
+        return Ok(0);
+    };
+    let item = ItemKey {
+        client,
+        package,
+        name,
+    };
+    Ok(codec::split_item(&item, record)?.1.len() as u64)
 }
 
 impl SessionAdmin for RedbContainer {
@@ -775,64 +800,72 @@ impl SessionAdmin for RedbContainer {
         after: Option<&ClientKey>,
         limit: usize,
     ) -> Result<Vec<SessionSummary>, StoreError> {
-        let now = self.clock.now();
-        let txn = self.inner.read_txn()?;
-        let tables = snapshot_tables(&txn)?;
-        let start = after.map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
-        let mut out = Vec::new();
-        for entry in tables
-            .sessions
-            .range::<&[u8; 32]>((start, Bound::Unbounded))
-            .map_err(storage(READ))?
-        {
-            if out.len() >= limit {
-                break;
+        self.guarded(|| {
+            let now = self.clock.now();
+            let txn = self.inner.read_txn()?;
+            let tables = snapshot_tables(&txn)?;
+            let start = after.map_or(Bound::Unbounded, |key| Bound::Excluded(key.as_bytes()));
+            let mut out = Vec::new();
+            for entry in tables
+                .sessions
+                .range::<&[u8; 32]>((start, Bound::Unbounded))
+                .map_err(storage(READ))?
+            {
+                if out.len() >= limit {
+                    break;
+                }
+                let (key, record) = entry.map_err(storage(READ))?;
+                let client = ClientKey::from_bytes(*key.value());
+                let record = codec::decode_session(&client, record.value())?;
+                let bytes = value_bytes(&tables.data, &client)?;
+                out.push(summary(&client, &record, bytes, &self.expiry, now));
             }
-            let (key, record) = entry.map_err(storage(READ))?;
-            let client = ClientKey::from_bytes(*key.value());
-            let record = codec::decode_session(&client, record.value())?;
-            let bytes = value_bytes(&tables.items, &client)?;
-            out.push(summary(&client, &record, bytes, &self.expiry, now));
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn session_detail(&self, key: &ClientKey) -> Result<Option<SessionDetail>, StoreError> {
-        use crate::view::ReadView;
-        use std::collections::BTreeMap;
+        self.guarded(|| {
+            use crate::view::ReadView;
+            use std::collections::BTreeMap;
 
-        let now = self.clock.now();
-        let txn = self.inner.read_txn()?;
-        let mut tables = snapshot_tables(&txn)?;
-        let Some(record) = tables.session(key)? else {
-            return Ok(None);
-        };
-        let mut data: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
-        let mut bytes = 0;
-        let bounds = codec::prefix_bounds(key.as_bytes());
-        for entry in tables
-            .items
-            .range::<&[u8]>(codec::as_slices(&bounds))
-            .map_err(storage(READ))?
-        {
-            let (item_key, item) = entry.map_err(storage(READ))?;
-            let (client, package, name) = codec::split_item_key(item_key.value())?;
-            let item_key = ItemKey {
-                client,
-                package,
-                name,
+            let now = self.clock.now();
+            let txn = self.inner.read_txn()?;
+            let mut tables = snapshot_tables(&txn)?;
+            let Some(record) = tables.session(key)? else {
+                return Ok(None);
             };
-            let (_, encoded) = codec::split_item(&item_key, item.value())?;
-            bytes += encoded.len() as u64;
-            let value = codec::decode_value(&item_key, encoded)?;
-            data.entry(item_key.package)
-                .or_default()
-                .insert(item_key.name, value);
-        }
-        Ok(Some(SessionDetail {
-            summary: summary(key, &record, bytes, &self.expiry, now),
-            data,
-        }))
+            let mut data: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();
+            let mut bytes = 0;
+            let bounds = codec::prefix_bounds(key.as_bytes());
+            for entry in tables
+                .data
+                .range::<&[u8]>(codec::as_slices(&bounds))
+                .map_err(storage(READ))?
+            {
+                let (item_key, item) = entry.map_err(storage(READ))?;
+                let (client, DataKey::Item(package, name)) =
+                    codec::split_data_key(item_key.value())?
+                else {
+                    continue;
+                };
+                let item_key = ItemKey {
+                    client,
+                    package,
+                    name,
+                };
+                let (_, encoded) = codec::split_item(&item_key, item.value())?;
+                bytes += encoded.len() as u64;
+                let value = codec::decode_value(&item_key, encoded)?;
+                data.entry(item_key.package)
+                    .or_default()
+                    .insert(item_key.name, value);
+            }
+            Ok(Some(SessionDetail {
+                summary: summary(key, &record, bytes, &self.expiry, now),
+                data,
+            }))
+        })
     }
 
     fn delete_sessions(&self, keys: &[ClientKey]) -> Result<u64, StoreError> {
@@ -847,40 +880,44 @@ impl SessionAdmin for RedbContainer {
     }
 
     fn sessions_of_principal(&self, principal: &str) -> Result<Vec<ClientKey>, StoreError> {
-        codec::check_part("principal", principal)?;
-        let txn = self.inner.read_txn()?;
-        let index = txn.open_table(tables::PRINCIPALS).map_err(storage(READ))?;
-        let bounds = codec::prefix_bounds(&codec::principal_prefix(principal));
-        let mut keys = Vec::new();
-        for entry in index
-            .range::<&[u8]>(codec::as_slices(&bounds))
-            .map_err(storage(READ))?
-        {
-            let (key, _) = entry.map_err(storage(READ))?;
-            keys.push(codec::client_of_index_key(key.value())?);
-        }
-        Ok(keys)
+        self.guarded(|| {
+            codec::check_part("principal", principal)?;
+            let txn = self.inner.read_txn()?;
+            let index = txn.open_table(tables::PRINCIPALS).map_err(storage(READ))?;
+            let bounds = codec::prefix_bounds(&codec::principal_prefix(principal));
+            let mut keys = Vec::new();
+            for entry in index
+                .range::<&[u8]>(codec::as_slices(&bounds))
+                .map_err(storage(READ))?
+            {
+                let (key, _) = entry.map_err(storage(READ))?;
+                keys.push(codec::client_of_index_key(key.value())?);
+            }
+            Ok(keys)
+        })
     }
 
     fn stats(&self) -> Result<ContainerStats, StoreError> {
-        let mut stats = StatsBuilder::new(self.expiry, self.clock.now());
-        let txn = self.inner.read_txn()?;
-        let tables = snapshot_tables(&txn)?;
-        for entry in tables.sessions.iter().map_err(storage(READ))? {
-            let (key, record) = entry.map_err(storage(READ))?;
-            let client = ClientKey::from_bytes(*key.value());
-            stats.add_session(&codec::decode_session(&client, record.value())?);
-        }
-        for entry in tables.items.iter().map_err(storage(READ))? {
-            let (_, record) = entry.map_err(storage(READ))?;
-            stats.add_value_bytes(stored_value_len(record.value()));
-        }
-        let file_bytes = if self.inner.is_file {
-            std::fs::metadata(&self.inner.path).ok().map(|m| m.len())
-        } else {
-            None
-        };
-        Ok(stats.finish(file_bytes))
+        self.guarded(|| {
+            let mut stats = StatsBuilder::new(self.expiry, self.clock.now());
+            let txn = self.inner.read_txn()?;
+            let tables = snapshot_tables(&txn)?;
+            for entry in tables.sessions.iter().map_err(storage(READ))? {
+                let (key, record) = entry.map_err(storage(READ))?;
+                let client = ClientKey::from_bytes(*key.value());
+                stats.add_session(&codec::decode_session(&client, record.value())?);
+            }
+            for entry in tables.data.iter().map_err(storage(READ))? {
+                let (key, record) = entry.map_err(storage(READ))?;
+                stats.add_value_bytes(stored_value_len(key.value(), record.value())?);
+            }
+            let file_bytes = if self.inner.is_file {
+                std::fs::metadata(&self.inner.path).ok().map(|m| m.len())
+            } else {
+                None
+            };
+            Ok(stats.finish(file_bytes))
+        })
     }
 
     fn sweep(&self, batch: usize) -> Result<SweepReport, StoreError> {
@@ -896,12 +933,14 @@ impl SessionAdmin for RedbContainer {
     }
 
     fn load_setting(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let txn = self.inner.read_txn()?;
-        let settings = txn.open_table(tables::SETTINGS).map_err(storage(READ))?;
-        Ok(settings
-            .get(name)
-            .map_err(storage(READ))?
-            .map(|guard| guard.value().to_vec()))
+        self.guarded(|| {
+            let txn = self.inner.read_txn()?;
+            let settings = txn.open_table(tables::SETTINGS).map_err(storage(READ))?;
+            Ok(settings
+                .get(name)
+                .map_err(storage(READ))?
+                .map(|guard| guard.value().to_vec()))
+        })
     }
 
     fn store_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransactio
 
 use crate::{
     ClientKey, StoreError, Value,
-    codec::{self, ItemKey, SessionRecord},
+    codec::{self, DataKey, ItemKey, SessionRecord},
     tables,
     view::{ReadView, WriteView},
 };
@@ -24,19 +24,17 @@ where
 const READ: &str = "reading the session database";
 const WRITE: &str = "writing the session database";
 
-/// The three tables a [`ReadView`] needs, read-only or writable.
+/// The two tables a [`ReadView`] needs, read-only or writable.
 #[derive(Debug)]
-pub(crate) struct Tables<S, I, N> {
+pub(crate) struct Tables<S, D> {
     pub(crate) sessions: S,
-    pub(crate) items: I,
-    pub(crate) names: N,
+    pub(crate) data: D,
 }
 
 /// A request's snapshot: one redb read transaction.
 pub(crate) type SnapshotTables = Tables<
     ReadOnlyTable<&'static [u8; 32], &'static [u8]>,
     ReadOnlyTable<&'static [u8], &'static [u8]>,
-    ReadOnlyTable<&'static [u8], u64>,
 >;
 
 /// Open the snapshot tables of `txn`.
@@ -46,16 +44,44 @@ pub(crate) type SnapshotTables = Tables<
 pub(crate) fn snapshot_tables(txn: &ReadTransaction) -> Result<SnapshotTables, StoreError> {
     Ok(Tables {
         sessions: txn.open_table(tables::SESSIONS).map_err(storage(READ))?,
-        items: txn.open_table(tables::ITEMS).map_err(storage(READ))?,
-        names: txn.open_table(tables::NAMES).map_err(storage(READ))?,
+        data: txn.open_table(tables::DATA).map_err(storage(READ))?,
     })
 }
 
-impl<S, I, N> ReadView for Tables<S, I, N>
+impl<S, D> Tables<S, D>
+where
+    D: ReadableTable<&'static [u8], &'static [u8]>,
+{
+    fn version_at(&self, client: &ClientKey, key: &[u8]) -> Result<u64, StoreError> {
+        match self.data.get(key).map_err(storage(READ))? {
+            Some(guard) => codec::decode_version(client, guard.value()),
+            None => Ok(0),
+        }
+    }
+
+    /// The data keys of `client` under `prefix`, in order.
+    fn data_keys(
+        &self,
+        prefix: &[u8],
+        mut each: impl FnMut(DataKey) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let bounds = codec::prefix_bounds(prefix);
+        for entry in self
+            .data
+            .range::<&[u8]>(codec::as_slices(&bounds))
+            .map_err(storage(READ))?
+        {
+            let (key, _) = entry.map_err(storage(READ))?;
+            each(codec::split_data_key(key.value())?.1)?;
+        }
+        Ok(())
+    }
+}
+
+impl<S, D> ReadView for Tables<S, D>
 where
     S: ReadableTable<&'static [u8; 32], &'static [u8]>,
-    I: ReadableTable<&'static [u8], &'static [u8]>,
-    N: ReadableTable<&'static [u8], u64>,
+    D: ReadableTable<&'static [u8], &'static [u8]>,
 {
     fn session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
         let Some(guard) = self
@@ -70,7 +96,7 @@ where
 
     fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
         let bytes = codec::item_key(key);
-        let Some(guard) = self.items.get(bytes.as_slice()).map_err(storage(READ))? else {
+        let Some(guard) = self.data.get(bytes.as_slice()).map_err(storage(READ))? else {
             return Ok(None);
         };
         let (version, value) = codec::split_item(key, guard.value())?;
@@ -79,69 +105,48 @@ where
 
     fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {
         let bytes = codec::item_key(key);
-        match self.items.get(bytes.as_slice()).map_err(storage(READ))? {
+        match self.data.get(bytes.as_slice()).map_err(storage(READ))? {
             Some(guard) => Ok(codec::split_item(key, guard.value())?.0),
             None => Ok(0),
         }
     }
 
     fn names_version(&mut self, client: &ClientKey, package: &str) -> Result<u64, StoreError> {
-        let key = codec::package_key(client, package);
-        Ok(self
-            .names
-            .get(key.as_slice())
-            .map_err(storage(READ))?
-            .map_or(0, |guard| guard.value()))
+        self.version_at(client, &codec::names_version_key(client, package))
     }
 
     fn packages_version(&mut self, client: &ClientKey) -> Result<u64, StoreError> {
-        Ok(self
-            .names
-            .get(client.as_bytes().as_slice())
-            .map_err(storage(READ))?
-            .map_or(0, |guard| guard.value()))
+        self.version_at(client, client.as_bytes())
     }
 
     fn names(&mut self, client: &ClientKey, package: &str) -> Result<Vec<String>, StoreError> {
-        let prefix = codec::package_key(client, package);
-        let bounds = codec::prefix_bounds(&prefix);
         let mut names = Vec::new();
-        for entry in self
-            .items
-            .range::<&[u8]>(codec::as_slices(&bounds))
-            .map_err(storage(READ))?
-        {
-            let (key, _) = entry.map_err(storage(READ))?;
-            let (_, _, name) = codec::split_item_key(key.value())?;
-            names.push(name);
-        }
+        self.data_keys(&codec::package_key(client, package), |key| {
+            if let DataKey::Item(_, name) = key {
+                names.push(name);
+            }
+            Ok(())
+        })?;
         Ok(names)
     }
 
     fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError> {
-        let bounds = codec::prefix_bounds(client.as_bytes());
         let mut packages: Vec<String> = Vec::new();
-        for entry in self
-            .items
-            .range::<&[u8]>(codec::as_slices(&bounds))
-            .map_err(storage(READ))?
-        {
-            let (key, _) = entry.map_err(storage(READ))?;
-            let (_, package, _) = codec::split_item_key(key.value())?;
-            if packages.last() != Some(&package) {
+        self.data_keys(client.as_bytes(), |key| {
+            if let DataKey::Item(package, _) = key
+                && packages.last() != Some(&package)
+            {
                 packages.push(package);
             }
-        }
+            Ok(())
+        })?;
         Ok(packages)
     }
 }
 
 /// The [`ReadView`] tables, writable.
-type WritableTables<'t> = Tables<
-    Table<'t, &'static [u8; 32], &'static [u8]>,
-    Table<'t, &'static [u8], &'static [u8]>,
-    Table<'t, &'static [u8], u64>,
->;
+type WritableTables<'t> =
+    Tables<Table<'t, &'static [u8; 32], &'static [u8]>, Table<'t, &'static [u8], &'static [u8]>>;
 
 /// Every table a commit writes, open in the committer's write transaction.
 pub(crate) struct WriteTables<'t> {
@@ -163,8 +168,7 @@ impl<'t> WriteTables<'t> {
         Ok(WriteTables {
             view: Tables {
                 sessions: txn.open_table(tables::SESSIONS).map_err(storage(WRITE))?,
-                items: txn.open_table(tables::ITEMS).map_err(storage(WRITE))?,
-                names: txn.open_table(tables::NAMES).map_err(storage(WRITE))?,
+                data: txn.open_table(tables::DATA).map_err(storage(WRITE))?,
             },
             by_access: txn.open_table(tables::BY_ACCESS).map_err(storage(WRITE))?,
             by_created: txn.open_table(tables::BY_CREATED).map_err(storage(WRITE))?,
@@ -287,14 +291,25 @@ impl WriteView for WriteTables<'_> {
         Ok(())
     }
 
+    fn take_session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
+        let old = match self
+            .view
+            .sessions
+            .remove(client.as_bytes())
+            .map_err(storage(WRITE))?
+        {
+            Some(bytes) => codec::decode_session(client, bytes.value())?,
+            None => return Ok(None),
+        };
+        self.reindex(client, Some(&old), None)?;
+        Ok(Some(old))
+    }
+
     fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError> {
+        // Values and versions alike: everything under the client key.
         let bounds = codec::prefix_bounds(client.as_bytes());
         self.view
-            .items
-            .retain_in::<&[u8], _>(codec::as_slices(&bounds), |_, _| false)
-            .map_err(storage(WRITE))?;
-        self.view
-            .names
+            .data
             .retain_in::<&[u8], _>(codec::as_slices(&bounds), |_, _| false)
             .map_err(storage(WRITE))?;
         Ok(())
@@ -310,7 +325,7 @@ impl WriteView for WriteTables<'_> {
         let bytes = codec::item_key(key);
         Ok(self
             .view
-            .items
+            .data
             .insert(bytes.as_slice(), record.as_slice())
             .map_err(storage(WRITE))?
             .is_some())
@@ -320,7 +335,7 @@ impl WriteView for WriteTables<'_> {
         let bytes = codec::item_key(key);
         Ok(self
             .view
-            .items
+            .data
             .remove(bytes.as_slice())
             .map_err(storage(WRITE))?
             .is_some())
@@ -332,18 +347,20 @@ impl WriteView for WriteTables<'_> {
         package: &str,
         version: u64,
     ) -> Result<(), StoreError> {
-        let key = codec::package_key(client, package);
+        let key = codec::names_version_key(client, package);
+        let value = codec::encode_version(version);
         self.view
-            .names
-            .insert(key.as_slice(), version)
+            .data
+            .insert(key.as_slice(), value.as_slice())
             .map_err(storage(WRITE))?;
         Ok(())
     }
 
     fn set_packages_version(&mut self, client: &ClientKey, version: u64) -> Result<(), StoreError> {
+        let value = codec::encode_version(version);
         self.view
-            .names
-            .insert(client.as_bytes().as_slice(), version)
+            .data
+            .insert(client.as_bytes().as_slice(), value.as_slice())
             .map_err(storage(WRITE))?;
         Ok(())
     }

@@ -23,13 +23,15 @@ pub(crate) const META_LAST_TID: &str = "last_tid";
 pub(crate) const SESSIONS: TableDefinition<&[u8; 32], &[u8]> =
     TableDefinition::new("keel_sessions");
 
-/// Client key ‖ package length (u16 BE) ‖ package ‖ name -> item version
-/// (postcard varint) ‖ encoded value tree.
-pub(crate) const ITEMS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keel_items");
-
-/// Client key ‖ package length (u16 BE) ‖ package -> the package's name-set
-/// version; client key alone -> the session's package-set version.
-pub(crate) const NAMES: TableDefinition<&[u8], u64> = TableDefinition::new("keel_names");
+/// A session's data, all under its client key, so that one commit of one
+/// session dirties few pages:
+/// - client key -> the session's package-set version (u64 LE);
+/// - client key ‖ package length (u16 BE) ‖ package ‖ name -> item version
+///   (postcard varint) ‖ encoded value tree;
+/// - client key ‖ package length (u16 BE) ‖ package ‖ 0xFF -> the package's
+///   name-set version (u64 LE). 0xFF never occurs in UTF-8, so it is no name
+///   and sorts after every name of the package.
+pub(crate) const DATA: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keel_data");
 
 /// Last-access second (u64 BE) ‖ client key: the inactivity expiry index.
 pub(crate) const BY_ACCESS: TableDefinition<&[u8], ()> = TableDefinition::new("keel_by_access");

@@ -63,6 +63,10 @@ pub(crate) trait WriteView: ReadView {
     fn delete_session(&mut self, client: &ClientKey, old: &SessionRecord)
     -> Result<(), StoreError>;
 
+    /// Delete a session record (not its data) and return it: one lookup
+    /// where [`ReadView::session`] and [`WriteView::delete_session`] take two.
+    fn take_session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError>;
+
     /// Delete every value and name-set version of a session.
     fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError>;
 

@@ -207,7 +207,7 @@ fn a_damaged_file_is_an_error_not_a_panic() {
 }
 
 #[test]
-fn a_damaged_page_is_found_by_the_integrity_check() {
+fn a_damaged_page_is_an_error_never_a_panic() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pages.redb");
     {
@@ -235,10 +235,32 @@ fn a_damaged_page_is_found_by_the_integrity_check() {
         *byte ^= 0x5A;
     }
     std::fs::write(&path, &bytes).unwrap();
+    let copy = dir.path().join("copy.redb");
+    std::fs::copy(&path, &copy).unwrap();
     match RedbContainer::open_with(&path, RedbOptions::new().with_integrity_check(true)) {
         Err(err) => assert!(matches!(err, StoreError::Corrupted { .. }), "{err}"),
         // The damaged page may belong to no live tree (freed space).
         Ok(container) => drop(container),
+    }
+
+    // Without the check: errors (or data) wherever the damage is met, never
+    // a panic out of the container.
+    if let Ok(container) = RedbContainer::open(&copy) {
+        let manager = TransactionManager::new();
+        let _ = container.stats();
+        if let Ok(sessions) = container.list_sessions(None, 1000) {
+            for summary in sessions {
+                let _ = container.session_detail(&summary.key);
+            }
+        }
+        for n in 0..500 {
+            let key = ClientKey::from_client_id(&n.to_string());
+            let mut tx = manager.begin();
+            let _ = container.get(&mut tx, &key, "app", "x");
+            let _ = container.insert(&mut tx, &key, "app", "x", SessionValue::new(1));
+            let _ = tx.commit();
+        }
+        let _ = container.sweep(1000);
     }
 }
 

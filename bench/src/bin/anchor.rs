@@ -1,0 +1,173 @@
+//! `anchor`: the demo's page counter rebuilt on tower-sessions, the yardstick
+//! of the HTTP load benchmark.
+//!
+//! The same routes and semantics as `keel serve`'s JSON API:
+//! - `GET /api/count` answers `{"count": N}` without writing (N = 0 for a new
+//!   client);
+//! - `POST /api/count` does `session["count"] += 1` through tower-sessions'
+//!   `Session` API and answers `{"count": N}`; tower-sessions saves the
+//!   record to the store before the response (and its `Set-Cookie`) leaves.
+//!
+//! Stores (`--store`):
+//! - `sqlite`: tower-sessions-sqlx-store's `SqliteStore` on a file on disk,
+//!   opened with sqlx's defaults: rollback journal (`journal_mode` left at
+//!   SQLite's default, DELETE), `synchronous = FULL` (SQLite's default, not
+//!   overridden by sqlx), `busy_timeout` 5 s, a pool of at most 10
+//!   connections. Each acknowledged write is one fsync'd SQLite transaction.
+//!   `--sqlite-wal` switches to `journal_mode = WAL` (keeping `synchronous =
+//!   FULL`, so still durable) for a tuned variant.
+//! - `memory`: tower-sessions' `MemoryStore` (a mutex-guarded `HashMap`).
+//!
+//! Prints `listening on http://ADDR` once ready (`--addr 127.0.0.1:0` picks a
+//! free port) and stops gracefully on SIGTERM or Ctrl-C.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use axum::{Json, Router, http::StatusCode, routing::get};
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tower_sessions::{MemoryStore, Session, SessionManagerLayer, SessionStore};
+use tower_sessions_sqlx_store::{
+    SqliteStore,
+    sqlx::{
+        SqlitePool,
+        sqlite::{SqliteConnectOptions, SqliteJournalMode},
+    },
+};
+
+/// The count lives under this key of the tower-sessions record.
+const COUNT_KEY: &str = "count";
+
+/// The page counter on tower-sessions.
+#[derive(Debug, Parser)]
+#[command(name = "anchor", about)]
+struct Args {
+    /// Which tower-sessions store keeps the sessions.
+    #[arg(long, value_enum)]
+    store: StoreKind,
+    /// The SQLite database file (`--store sqlite`); created if missing.
+    #[arg(long, default_value = "./anchor.sqlite")]
+    db: PathBuf,
+    /// Use `journal_mode = WAL` instead of sqlx's default (rollback journal).
+    #[arg(long)]
+    sqlite_wal: bool,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8081")]
+    addr: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// tower-sessions-sqlx-store's `SqliteStore`, on a file.
+    Sqlite,
+    /// tower-sessions' `MemoryStore`.
+    Memory,
+}
+
+#[derive(Debug, Serialize)]
+struct Count {
+    count: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("anchor: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("anchor: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    match args.store {
+        StoreKind::Memory => serve(args.addr, MemoryStore::default()).await,
+        StoreKind::Sqlite => {
+            let mut options = SqliteConnectOptions::new()
+                .filename(&args.db)
+                .create_if_missing(true);
+            if args.sqlite_wal {
+                options = options.journal_mode(SqliteJournalMode::Wal);
+            }
+            let pool = SqlitePool::connect_with(options).await?;
+            let store = SqliteStore::new(pool.clone());
+            store.migrate().await?;
+            let served = serve(args.addr, store).await;
+            pool.close().await;
+            served
+        }
+    }
+}
+
+async fn serve<S: SessionStore + Clone>(
+    addr: SocketAddr,
+    store: S,
+) -> Result<(), Box<dyn std::error::Error>> {
+    // NOTE: `Secure` off because the benchmark speaks plain HTTP; the client
+    // ignores cookie attributes anyway, so this changes no work done.
+    let sessions = SessionManagerLayer::new(store).with_secure(false);
+    let app = Router::new()
+        .route("/api/count", get(read_count).post(increment))
+        .layer(sessions);
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn read_count(session: Session) -> Result<Json<Count>, (StatusCode, String)> {
+    let count = session
+        .get::<u64>(COUNT_KEY)
+        .await
+        .map_err(internal)?
+        .unwrap_or(0);
+    Ok(Json(Count { count }))
+}
+
+async fn increment(session: Session) -> Result<Json<Count>, (StatusCode, String)> {
+    let count = session
+        .get::<u64>(COUNT_KEY)
+        .await
+        .map_err(internal)?
+        .unwrap_or(0)
+        + 1;
+    session.insert(COUNT_KEY, count).await.map_err(internal)?;
+    Ok(Json(Count { count }))
+}
+
+fn internal(err: tower_sessions::session::Error) -> (StatusCode, String) {
+    (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+}
+
+/// Resolves on SIGTERM or Ctrl-C; axum then lets in-flight requests finish.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

@@ -1,0 +1,438 @@
+//! The admin API of `keel serve` (under `/admin/`) and its `/metrics`
+//! endpoint.
+//!
+//! - Every `/admin/...` request needs `Authorization: Bearer TOKEN`, the
+//!   token being the trimmed content of `--admin-token-file`; a missing or
+//!   wrong token gets 401. The comparison is constant-time, over SHA-256
+//!   digests (so neither the content nor the length of the token leaks).
+//! - Without `--admin-token-file` the admin API is disabled and every
+//!   `/admin/...` path answers 404 (`code` `admin_disabled`): there is no
+//!   token that would open it.
+//! - `/metrics` needs no token: it holds only aggregate counters and gauges,
+//!   never a key, principal or id. Keep it off public networks like the
+//!   admin API (scrape it from inside, or filter it at the proxy).
+//!
+//! Answers are JSON (the `wire` types); errors are `{"error": MESSAGE,
+//! "code": CODE}` with `code` one of `unauthorized`, `admin_disabled`,
+//! `bad_request`, `no_such_session`, `not_found`, `unavailable`, `internal`.
+//! Container work runs on tokio's blocking pool.
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, Request, State},
+    http::{HeaderValue, StatusCode, header},
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::{any, delete, get, post},
+};
+use keel_store::{SessionContainer, StoreError};
+use keel_txn::TransactionManager;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::{
+    CliError,
+    metrics::Metrics,
+    ops,
+    sweeper::{self, SweeperStatus},
+    wire::{
+        ErrorJson, RemovedJson, RevokedJson, ServerJson, SessionJson, StatsJson, SweepJson,
+        TransactionsJson,
+    },
+};
+
+/// Sessions per page of `GET /admin/sessions` by default.
+pub(crate) const DEFAULT_LIMIT: usize = 1000;
+
+/// The largest page `GET /admin/sessions` gives.
+pub(crate) const MAX_LIMIT: usize = 10_000;
+
+/// The admin bearer token, kept only as its SHA-256 digest.
+#[derive(Clone)]
+pub(crate) struct AdminToken([u8; 32]);
+
+impl std::fmt::Debug for AdminToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AdminToken(<redacted>)")
+    }
+}
+
+impl AdminToken {
+    /// The token from the content of a token file (trimmed).
+    ///
+    /// # Errors
+    /// [`CliError::Usage`] if it is empty.
+    pub(crate) fn from_file_content(
+        content: &str,
+        path: &std::path::Path,
+    ) -> Result<Self, CliError> {
+        let token = content.trim();
+        if token.is_empty() {
+            return Err(CliError::Usage(format!(
+                "the admin token file {} is empty",
+                path.display()
+            )));
+        }
+        Ok(AdminToken(Sha256::digest(token.as_bytes()).into()))
+    }
+
+    fn matches(&self, presented: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0.ct_eq(&digest).into()
+    }
+}
+
+/// What the admin routes work on.
+#[derive(Clone)]
+pub(crate) struct AdminState {
+    /// The server's container.
+    pub(crate) container: Arc<dyn SessionContainer>,
+    /// The token; `None` disables the admin API.
+    pub(crate) token: Option<AdminToken>,
+    /// The request transaction manager (for its counters).
+    pub(crate) transactions: TransactionManager,
+    /// Server start, Unix seconds.
+    pub(crate) started: u64,
+    /// The background sweeper's status.
+    pub(crate) sweeper: Arc<SweeperStatus>,
+}
+
+impl std::fmt::Debug for AdminState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminState")
+            .field("container", &self.container)
+            .field("enabled", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `/admin/...` routes.
+pub(crate) fn router(state: AdminState) -> Router {
+    if state.token.is_none() {
+        return Router::new()
+            .route("/admin", any(disabled))
+            .route("/admin/", any(disabled))
+            .route("/admin/{*rest}", any(disabled));
+    }
+    Router::new()
+        .route("/admin/sessions", get(list_sessions))
+        .route(
+            "/admin/sessions/{key}",
+            get(show_session).delete(delete_session),
+        )
+        .route(
+            "/admin/principals/{name}/sessions",
+            delete(revoke_principal),
+        )
+        .route("/admin/sweep", post(sweep))
+        .route("/admin/stats", get(stats))
+        .route("/admin", any(unknown))
+        .route("/admin/", any(unknown))
+        .route("/admin/{*rest}", any(unknown))
+        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// What `/metrics` reads.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsState {
+    /// The recorder.
+    pub(crate) metrics: Metrics,
+    /// The request transaction manager.
+    pub(crate) transactions: TransactionManager,
+}
+
+/// The `/metrics` route.
+pub(crate) fn metrics_router(state: MetricsState) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(state)
+}
+
+async fn render_metrics(State(state): State<MetricsState>) -> Response {
+    let body = state.metrics.render(&state.transactions.stats());
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// An admin API error: status, code and message.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (
+            self.status,
+            Json(ErrorJson {
+                error: self.message,
+                code: self.code.to_owned(),
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"keel-admin\""),
+            );
+        }
+        response
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::InvalidInput { .. } => {
+                ApiError::new(StatusCode::BAD_REQUEST, "bad_request", err.to_string())
+            }
+            StoreError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                err.to_string(),
+            ),
+            _ => {
+                tracing::warn!(error = %err, "admin operation failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    err.to_string(),
+                )
+            }
+        }
+    }
+}
+
+impl From<CliError> for ApiError {
+    fn from(err: CliError) -> Self {
+        match err {
+            CliError::Store(err) => ApiError::from(err),
+            other => {
+                tracing::warn!(error = %other, "admin operation failed");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    other.to_string(),
+                )
+            }
+        }
+    }
+}
+
+fn no_such_session(key: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_such_session",
+        format!("no session {key}"),
+    )
+}
+
+/// Run container work on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| ApiError::from(CliError::Task(err)))?
+        .map_err(ApiError::from)
+}
+
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.token else {
+        return disabled().await;
+    };
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(bearer);
+    match presented {
+        Some(presented) if token.matches(presented) => next.run(request).await,
+        _ => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required: `Authorization: Bearer TOKEN`",
+        )
+        .into_response(),
+    }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` header value.
+fn bearer(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
+}
+
+async fn disabled() -> Response {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "admin_disabled",
+        "the admin API is disabled: start keel serve with --admin-token-file",
+    )
+    .into_response()
+}
+
+async fn unknown() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such admin route")
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+    data: Option<bool>,
+}
+
+/// `GET /admin/sessions?after=KEY&limit=N&data=BOOL`: a JSON array of up to
+/// `limit` sessions (default 1000, at most 10000) with keys after `after`, in
+/// key order. A full page means there may be more: ask again with `after` =
+/// the last key. `data=true` includes each session's data (for export).
+async fn list_sessions(
+    State(state): State<AdminState>,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Vec<SessionJson>>, ApiError> {
+    let after = query.after.as_deref().map(ops::parse_key).transpose()?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    let data = query.data.unwrap_or(false);
+    let container = state.container;
+    let page =
+        blocking(move || ops::list_page(container.as_ref(), after.as_ref(), limit, data)).await?;
+    Ok(Json(page))
+}
+
+/// `GET /admin/sessions/{key}`: the session with its data; 404 if there is
+/// none.
+async fn show_session(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> Result<Json<SessionJson>, ApiError> {
+    let client = ops::parse_key(&key)?;
+    let container = state.container;
+    blocking(move || ops::show(container.as_ref(), &client))
+        .await?
+        .map(Json)
+        .ok_or_else(|| no_such_session(&key))
+}
+
+/// `DELETE /admin/sessions/{key}`: `{"removed": 1}`; 404 if there was none.
+async fn delete_session(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> Result<Json<RemovedJson>, ApiError> {
+    let client = ops::parse_key(&key)?;
+    let container = state.container;
+    let removed = blocking(move || ops::remove(container.as_ref(), &client)).await?;
+    if removed == 0 {
+        return Err(no_such_session(&key));
+    }
+    tracing::info!(key = %key, "admin deleted a session");
+    Ok(Json(RemovedJson { removed }))
+}
+
+/// `DELETE /admin/principals/{name}/sessions`: deletes every session of the
+/// principal; `{"principal": NAME, "removed": N}` (N may be 0).
+async fn revoke_principal(
+    State(state): State<AdminState>,
+    Path(name): Path<String>,
+) -> Result<Json<RevokedJson>, ApiError> {
+    let container = state.container;
+    let revoked = blocking(move || ops::revoke_principal(container.as_ref(), &name)).await?;
+    tracing::info!(
+        removed = revoked.removed,
+        "admin revoked the sessions of a principal"
+    );
+    Ok(Json(revoked))
+}
+
+#[derive(Debug, Deserialize)]
+struct SweepQuery {
+    batch: Option<usize>,
+    max: Option<u64>,
+}
+
+/// `POST /admin/sweep?batch=N&max=M`: deletes expired sessions in batches of
+/// `batch` (default 250) until none remain, or at least `max` were removed;
+/// `{"removed", "batches", "more", "seconds"}`.
+async fn sweep(
+    State(state): State<AdminState>,
+    Query(query): Query<SweepQuery>,
+) -> Result<Json<SweepJson>, ApiError> {
+    let batch = query
+        .batch
+        .unwrap_or(sweeper::DEFAULT_BATCH)
+        .clamp(1, sweeper::MAX_BATCH);
+    let swept = sweeper::sweep(state.container, batch, query.max).await?;
+    if swept.removed > 0 {
+        tracing::info!(
+            removed = swept.removed,
+            batches = swept.batches,
+            "admin swept expired sessions"
+        );
+    }
+    Ok(Json(swept))
+}
+
+/// `GET /admin/stats`: the container's figures and the server's counters.
+async fn stats(State(state): State<AdminState>) -> Result<Json<StatsJson>, ApiError> {
+    let container = Arc::clone(&state.container);
+    let mut stats = blocking(move || ops::stats(container.as_ref())).await?;
+    crate::metrics::set_store_gauges(&stats);
+    stats.server = Some(ServerJson {
+        started: state.started,
+        uptime_seconds: stats.now.saturating_sub(state.started),
+        transactions: TransactionsJson::from(&state.transactions.stats()),
+        sweeper: state.sweeper.snapshot(),
+    });
+    Ok(Json(stats))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn bearer_tokens_are_parsed_case_insensitively() {
+        assert_eq!(bearer("Bearer abc"), Some("abc"));
+        assert_eq!(bearer("bearer   abc "), Some("abc"));
+        assert_eq!(bearer("Basic abc"), None);
+        assert_eq!(bearer("Bearer "), None);
+        assert_eq!(bearer("abc"), None);
+    }
+
+    #[test]
+    fn tokens_match_only_exactly() {
+        let token = AdminToken::from_file_content("  s3cret\n", Path::new("t")).unwrap();
+        assert!(token.matches("s3cret"));
+        assert!(!token.matches("s3cre"));
+        assert!(!token.matches("s3cret2"));
+        assert!(AdminToken::from_file_content(" \n", Path::new("t")).is_err());
+        assert!(!format!("{token:?}").contains("s3cret"));
+    }
+}

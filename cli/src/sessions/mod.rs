@@ -1,0 +1,422 @@
+//! `keel sessions ...`: session administration, offline on a database file
+//! (`--db`) or online against a running server's admin API (`--url`,
+//! `--token-file`). Both modes print the same tables and the same `--json`.
+//!
+//! Sessions are shown only by their `key` (the hashed client id); nothing
+//! here prints a client id, a cookie value or a secret.
+
+mod offline;
+mod online;
+
+use std::{
+    io::{BufWriter, Write},
+    path::PathBuf,
+};
+
+use clap::Subcommand;
+
+use crate::{
+    CliError, ops, output,
+    progress::Progress,
+    wire::{RevokedJson, SessionJson, StatsJson, SweepJson},
+};
+
+/// Options of `keel sessions`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct SessionsArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(subcommand)]
+    command: SessionsCommand,
+}
+
+/// Where the sessions are, and how to print them.
+#[derive(Debug, clap::Args)]
+struct TargetArgs {
+    /// The session database file (offline mode; default ./keel.redb). It
+    /// must exist, and no server may hold it open.
+    #[arg(long, global = true)]
+    db: Option<PathBuf>,
+    /// Base URL of a running `keel serve` (online mode, via its admin API),
+    /// e.g. http://127.0.0.1:8080.
+    #[arg(long, global = true)]
+    url: Option<String>,
+    /// File holding the admin bearer token (online mode).
+    #[arg(long, global = true)]
+    token_file: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Offline: the session timeout to judge expiry with, seconds (default:
+    /// what the server last recorded in the file, else 3600).
+    #[arg(long, global = true)]
+    timeout: Option<u64>,
+    /// Offline: the last-access resolution, seconds (default: what the
+    /// server last recorded in the file, else 600).
+    #[arg(long, global = true)]
+    resolution: Option<u64>,
+}
+
+#[derive(Debug, Subcommand)]
+enum SessionsCommand {
+    /// List sessions by key, in key order.
+    List {
+        /// Show at most this many sessions.
+        #[arg(long, default_value_t = 1000)]
+        limit: usize,
+        /// Start after this key (the last key of the previous page).
+        #[arg(long)]
+        after: Option<String>,
+        /// List every session (ignores --limit).
+        #[arg(long)]
+        all: bool,
+    },
+    /// Show one session with its data (values as JSON).
+    Show {
+        /// The session's key (64 hex digits, from `list`).
+        key: String,
+    },
+    /// Delete sessions.
+    Rm {
+        /// The sessions' keys.
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Delete every session of a principal ("log out everywhere").
+    RevokePrincipal {
+        /// The principal (user name).
+        name: String,
+    },
+    /// Session count, bytes, age and idle time distribution, sweep backlog;
+    /// online also the server's transaction counters.
+    Stats,
+    /// Delete every expired session, in bounded batches (progress on a
+    /// terminal).
+    Sweep {
+        /// Sessions per batch, one durable commit each (default: 1000
+        /// offline, 250 online).
+        #[arg(long)]
+        batch: Option<usize>,
+    },
+    /// Write every session with its data as JSON lines (progress on a
+    /// terminal).
+    Export {
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// Fill a database with generated sessions (for measurements; offline
+    /// only).
+    #[command(hide = true)]
+    Populate {
+        /// Sessions to create.
+        #[arg(long)]
+        count: u64,
+        /// Of which this many already expired.
+        #[arg(long, default_value_t = 0)]
+        expired: u64,
+        /// Sessions per transaction.
+        #[arg(long, default_value_t = 10_000)]
+        batch: usize,
+    },
+}
+
+/// The admin operations, offline or online. Keys are validated before they
+/// get here.
+trait Admin {
+    /// The current time, Unix seconds (for "ago" columns).
+    fn now(&self) -> u64;
+    fn list(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+        data: bool,
+    ) -> Result<Vec<SessionJson>, CliError>;
+    fn show(&self, key: &str) -> Result<Option<SessionJson>, CliError>;
+    /// Delete one session: 1 if it existed, else 0.
+    fn remove(&self, key: &str) -> Result<u64, CliError>;
+    fn revoke(&self, principal: &str) -> Result<RevokedJson, CliError>;
+    fn stats(&self) -> Result<StatsJson, CliError>;
+    /// The sweep batch size when none is given.
+    fn default_sweep_batch(&self) -> usize;
+    /// Sweep a few batches of at most `batch` expired sessions each.
+    fn sweep_step(&self, batch: usize) -> Result<SweepJson, CliError>;
+}
+
+/// The database of offline mode by default.
+const DEFAULT_DB: &str = "./keel.redb";
+
+/// Run `keel sessions`.
+pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
+    let target = args.target;
+    if target.url.is_some()
+        && (target.db.is_some() || target.timeout.is_some() || target.resolution.is_some())
+    {
+        return Err(CliError::Usage(
+            "--db, --timeout and --resolution are for offline mode; with --url the server \
+             judges expiry"
+                .to_owned(),
+        ));
+    }
+    let db = target
+        .db
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DB));
+    if let SessionsCommand::Populate {
+        count,
+        expired,
+        batch,
+    } = args.command
+    {
+        if target.url.is_some() {
+            return Err(CliError::Usage(
+                "populate works offline only (--db)".to_owned(),
+            ));
+        }
+        return offline::populate(
+            &db,
+            target.timeout,
+            target.resolution,
+            count,
+            expired,
+            batch,
+        );
+    }
+    let admin: Box<dyn Admin> = match &target.url {
+        Some(url) => {
+            let token_file = target.token_file.as_ref().ok_or_else(|| {
+                CliError::Usage("--url needs --token-file (the server's admin token)".to_owned())
+            })?;
+            Box::new(online::Online::connect(url, token_file)?)
+        }
+        None => Box::new(offline::Offline::open(
+            &db,
+            target.timeout,
+            target.resolution,
+        )?),
+    };
+    let stdout = std::io::stdout();
+    let mut out = BufWriter::new(stdout.lock());
+    execute(admin.as_ref(), args.command, target.json, &mut out)?;
+    out.flush().map_err(CliError::Output)
+}
+
+fn execute(
+    admin: &dyn Admin,
+    command: SessionsCommand,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    match command {
+        SessionsCommand::List { limit, after, all } => {
+            list(admin, after, (!all).then_some(limit), json, out)
+        }
+        SessionsCommand::Show { key } => {
+            check_key(&key)?;
+            let session = admin
+                .show(&key)?
+                .ok_or_else(|| CliError::NotFound(format!("no session {key}")))?;
+            if json {
+                output::json_pretty(out, &session)
+            } else {
+                write_text(out, &output::session_text(&session, admin.now()))
+            }
+        }
+        SessionsCommand::Rm { keys } => {
+            for key in &keys {
+                check_key(key)?;
+            }
+            let mut removed = 0;
+            let mut missing = Vec::new();
+            for key in &keys {
+                if admin.remove(key)? == 0 {
+                    missing.push(key.clone());
+                } else {
+                    removed += 1;
+                    if !json {
+                        write_text(out, &format!("removed session {key}\n"))?;
+                    }
+                }
+            }
+            if json {
+                output::json_pretty(out, &crate::wire::RemovedJson { removed })?;
+            }
+            if missing.is_empty() {
+                Ok(())
+            } else {
+                Err(CliError::NotFound(format!(
+                    "no session {}",
+                    missing.join(", no session ")
+                )))
+            }
+        }
+        SessionsCommand::RevokePrincipal { name } => {
+            let revoked = admin.revoke(&name)?;
+            if json {
+                output::json_pretty(out, &revoked)
+            } else {
+                write_text(
+                    out,
+                    &format!(
+                        "removed {} session{} of principal {:?}\n",
+                        revoked.removed,
+                        plural(revoked.removed),
+                        revoked.principal
+                    ),
+                )
+            }
+        }
+        SessionsCommand::Stats => {
+            let stats = admin.stats()?;
+            if json {
+                output::json_pretty(out, &stats)
+            } else {
+                write_text(out, &output::stats_text(&stats))
+            }
+        }
+        SessionsCommand::Sweep { batch } => {
+            let batch = batch.unwrap_or_else(|| admin.default_sweep_batch()).max(1);
+            let swept = sweep(admin, batch)?;
+            if json {
+                output::json_pretty(out, &swept)
+            } else {
+                write_text(
+                    out,
+                    &format!(
+                        "swept {} expired session{} in {} batch{} ({:.2} s)\n",
+                        swept.removed,
+                        plural(swept.removed),
+                        swept.batches,
+                        if swept.batches == 1 { "" } else { "es" },
+                        swept.seconds
+                    ),
+                )
+            }
+        }
+        SessionsCommand::Export { output: path } => match path {
+            None => export(admin, out),
+            Some(path) => {
+                let file = std::fs::File::create(&path).map_err(|source| CliError::WriteFile {
+                    path: path.clone(),
+                    source,
+                })?;
+                let mut file = BufWriter::new(file);
+                export(admin, &mut file)?;
+                file.flush()
+                    .map_err(|source| CliError::WriteFile { path, source })
+            }
+        },
+        SessionsCommand::Populate { .. } => Err(CliError::Usage(
+            "populate works offline only (--db)".to_owned(),
+        )),
+    }
+}
+
+fn plural(count: u64) -> &'static str {
+    if count == 1 { "" } else { "s" }
+}
+
+fn write_text(out: &mut impl Write, text: &str) -> Result<(), CliError> {
+    out.write_all(text.as_bytes()).map_err(CliError::Output)
+}
+
+/// Refuse a malformed key before asking anyone.
+fn check_key(key: &str) -> Result<(), CliError> {
+    ops::parse_key(key).map(|_| ()).map_err(CliError::Store)
+}
+
+/// Sessions per request when paging through everything.
+const PAGE: usize = 500;
+
+fn list(
+    admin: &dyn Admin,
+    after: Option<String>,
+    limit: Option<usize>,
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    if let Some(after) = &after {
+        check_key(after)?;
+    }
+    let mut sessions = Vec::new();
+    let mut cursor = after;
+    let mut more = false;
+    loop {
+        let want = match limit {
+            Some(limit) => (limit - sessions.len()).min(PAGE),
+            None => PAGE,
+        };
+        if want == 0 {
+            // The limit is reached: is there anything after it?
+            more = !admin.list(cursor.as_deref(), 1, false)?.is_empty();
+            break;
+        }
+        let page = admin.list(cursor.as_deref(), want, false)?;
+        let full = page.len() == want;
+        cursor = page.last().map(|s| s.key.clone()).or(cursor);
+        sessions.extend(page);
+        if !full {
+            break;
+        }
+    }
+    if json {
+        output::json_pretty(out, &sessions)?;
+    } else {
+        write_text(out, &output::sessions_table(&sessions, admin.now()))?;
+    }
+    if more && let Some(last) = sessions.last() {
+        eprintln!(
+            "(the first {} sessions; for more: --after {} or --all)",
+            sessions.len(),
+            last.key
+        );
+    }
+    Ok(())
+}
+
+/// Sweep until nothing expired remains, one batch at a time, with progress.
+fn sweep(admin: &dyn Admin, batch: usize) -> Result<SweepJson, CliError> {
+    let started = std::time::Instant::now();
+    let mut progress = Progress::on_terminal("sweeping", "expired sessions removed");
+    let mut total = SweepJson {
+        removed: 0,
+        batches: 0,
+        more: false,
+        seconds: 0.0,
+    };
+    loop {
+        let step = admin.sweep_step(batch)?;
+        total.removed += step.removed;
+        total.batches += step.batches;
+        progress.update(total.removed);
+        if !step.more || step.removed == 0 {
+            break;
+        }
+    }
+    progress.finish(total.removed);
+    total.seconds = started.elapsed().as_secs_f64();
+    Ok(total)
+}
+
+/// Every session with its data, one JSON object per line.
+fn export(admin: &dyn Admin, out: &mut impl Write) -> Result<(), CliError> {
+    let mut progress = Progress::on_terminal("exporting", "sessions");
+    let mut cursor: Option<String> = None;
+    let mut exported = 0;
+    loop {
+        let page = admin.list(cursor.as_deref(), PAGE, true)?;
+        for session in &page {
+            output::json_line(out, session)?;
+        }
+        exported += page.len() as u64;
+        progress.update(exported);
+        // NOTE: a page can be short because sessions were deleted between
+        // being listed and being read, so only an empty page ends it.
+        match page.last() {
+            Some(last) => cursor = Some(last.key.clone()),
+            None => break,
+        }
+    }
+    progress.finish(exported);
+    Ok(())
+}
