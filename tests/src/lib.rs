@@ -1,1 +1,3 @@
 //! Shared helpers of the workspace integration tests.
+
+pub mod fuzzing;
