@@ -372,19 +372,65 @@ impl WriteView for WriteTables<'_> {
         limit: usize,
     ) -> Result<Vec<ClientKey>, StoreError> {
         let mut found = std::collections::BTreeSet::new();
-        for (cutoff, index) in [
-            (idle_before, &self.by_access),
-            (created_before, &self.by_created),
-        ] {
+        // Entries that do not decode, or that no session record matches (a
+        // damaged or inconsistent file): removed here, so that they neither
+        // fail the sweep's batch nor block the expired sessions behind them.
+        let mut broken: Vec<(bool, Vec<u8>)> = Vec::new();
+        let mut scanned = 0usize;
+        for (by_created, cutoff) in [(false, idle_before), (true, created_before)] {
             let Some(cutoff) = cutoff else { continue };
             let end = codec::time_key(cutoff, &ClientKey::from_bytes([0; 32]));
-            for entry in index.range(..end.as_slice()).map_err(storage(READ))? {
-                if found.len() >= limit {
-                    break;
+            let mut entries = Vec::new();
+            {
+                let index = if by_created {
+                    &self.by_created
+                } else {
+                    &self.by_access
+                };
+                for entry in index.range(..end.as_slice()).map_err(storage(READ))? {
+                    if found.len() + entries.len() >= limit || scanned >= limit.saturating_mul(4) {
+                        break;
+                    }
+                    scanned += 1;
+                    let (key, _) = entry.map_err(storage(READ))?;
+                    entries.push(key.value().to_vec());
                 }
-                let (key, _) = entry.map_err(storage(READ))?;
-                found.insert(codec::client_of_index_key(key.value())?);
             }
+            for raw in entries {
+                let Ok(client) = codec::client_of_index_key(&raw) else {
+                    broken.push((by_created, raw));
+                    continue;
+                };
+                let matches = self.session(&client).ok().flatten().is_some_and(|record| {
+                    let time = if by_created {
+                        record.created
+                    } else {
+                        record.last_access
+                    };
+                    raw == codec::time_key(time, &client)
+                });
+                if matches {
+                    found.insert(client);
+                } else {
+                    broken.push((by_created, raw));
+                }
+            }
+        }
+        for (by_created, raw) in broken {
+            tracing::warn!(
+                index = if by_created {
+                    "by_created"
+                } else {
+                    "by_access"
+                },
+                "removing a damaged or stale expiry index entry"
+            );
+            let index = if by_created {
+                &mut self.by_created
+            } else {
+                &mut self.by_access
+            };
+            index.remove(raw.as_slice()).map_err(storage(WRITE))?;
         }
         Ok(found.into_iter().collect())
     }

@@ -115,13 +115,16 @@ fn seeded_keel_ids_follow_the_documented_wire_format() {
 #[test]
 fn the_known_issue_inputs_still_reproduce() {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions/stored_record");
-    let mut inputs: Vec<_> = fs::read_dir(&dir)
-        .unwrap()
+    // No known issue is open when the folder is absent (git keeps no empty
+    // folders).
+    let Ok(entries) = fs::read_dir(&dir) else {
+        return;
+    };
+    let mut inputs: Vec<_> = entries
         .map(|entry| entry.unwrap().path())
         .filter(|path| path.file_name().is_some_and(|n| n != "README.md"))
         .collect();
     inputs.sort();
-    assert!(!inputs.is_empty());
     fuzzing::record::set_tolerate_known_issues(false);
     for path in inputs {
         let data = fs::read(&path).unwrap();
@@ -142,7 +145,6 @@ fn the_known_issue_inputs_still_reproduce() {
             path.display()
         );
     }
-    fuzzing::record::set_tolerate_known_issues(true);
 }
 
 /// Write the seeds into `fuzz/corpus/<target>/` (run by hand; see

@@ -477,7 +477,7 @@ pub fn known_issue(err: &StoreError) -> bool {
 }
 
 thread_local! {
-    static TOLERATE_KNOWN_ISSUES: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+    static TOLERATE_KNOWN_ISSUES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 fn tolerate_known_issues() -> bool {
