@@ -186,6 +186,11 @@ impl DataManager for CommitTimer {
         COMMIT_TIMER_KEY
     }
 
+    /// Only reads a clock: whether the commit blocks is up to the others.
+    fn commit_may_block(&self) -> bool {
+        false
+    }
+
     fn tpc_begin(&mut self) -> Result<(), BoxError> {
         self.started = Some(Instant::now());
         Ok(())

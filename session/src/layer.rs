@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use keel_txn::{TxnError, commit_on_blocking_pool};
+use keel_txn::{TxnError, commit_without_blocking};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
@@ -64,8 +64,10 @@ pub enum CommitFailure {
 /// - The handler finds its [`Session`] in the request extensions (and, with
 ///   the `axum` feature, as an extractor).
 /// - When the handler answers with a non-5xx response, the transaction is
-///   committed (on the blocking pool, so a durable commit never stalls the
-///   async runtime); the session cookie is set only if that commit succeeded.
+///   committed: on the blocking pool when a data manager may block (a durable
+///   write waits for fsync), inline otherwise (read-only requests, the RAM
+///   container), so the async runtime never stalls. The session cookie is set
+///   only if that commit succeeded.
 /// - When the handler answers 5xx or fails, the transaction is aborted.
 /// - When the commit (or the handler, see [`RetryRequest`]) meets a
 ///   conflict, the request is re-run in a fresh transaction with the same
@@ -244,7 +246,7 @@ where
             match session.take_transaction() {
                 // The handler committed or aborted by itself.
                 None => return Ok(response),
-                Some(tx) => match commit_on_blocking_pool(tx).await {
+                Some(tx) => match commit_without_blocking(tx).await {
                     Ok(_) => {
                         session.write_cookie_headers(response.headers_mut());
                         return Ok(response);

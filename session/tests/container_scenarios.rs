@@ -256,3 +256,37 @@ macro_rules! scenarios {
 }
 
 scenarios!(ram, redb);
+
+/// Read-only requests never wait for the disk: only a commit that writes
+/// (data, or a due last-access touch) may block, so the layer commits the
+/// others inline.
+#[test]
+fn only_a_writing_commit_may_block_on_redb() {
+    let s = redb(policy(100, 10));
+    create(&s, key(1));
+    let mut tx = tm().begin();
+    assert!(s.container.session(&mut tx, &key(1)).unwrap().is_some());
+    assert!(
+        s.container
+            .get(&mut tx, &key(1), "p", "k")
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        !tx.commit_may_block(),
+        "a read within the resolution writes nothing"
+    );
+    tx.commit().unwrap();
+
+    s.clock.advance(11);
+    let mut tx = tm().begin();
+    s.container.session(&mut tx, &key(1)).unwrap();
+    assert!(tx.commit_may_block(), "a due touch is a durable write");
+    drop(tx);
+
+    let mut tx = tm().begin();
+    s.container
+        .insert(&mut tx, &key(1), "p", "k", SessionValue::new(1u8))
+        .unwrap();
+    assert!(tx.commit_may_block());
+}

@@ -466,6 +466,15 @@ impl Buffer {
         !self.items.is_empty() || self.sessions.values().any(|e| e.rewritten || e.wipe)
     }
 
+    /// Whether committing may write anything at all (touches included).
+    pub(crate) fn may_write(&self) -> bool {
+        !self.items.is_empty()
+            || self
+                .sessions
+                .values()
+                .any(|e| e.rewritten || e.wipe || e.touch.is_some())
+    }
+
     /// Capture the buffered writes.
     pub(crate) fn savepoint(&self) -> BufferSavepoint {
         BufferSavepoint {

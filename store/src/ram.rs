@@ -537,6 +537,11 @@ impl DataManager for RamDm {
         &self.sort_key
     }
 
+    /// In memory: the commit lock is held only for the in-memory apply.
+    fn commit_may_block(&self) -> bool {
+        false
+    }
+
     fn commit(&mut self) -> Result<(), BoxError> {
         let changes =
             std::mem::take(&mut self.buffer).change_set(Validation::Always, |key, value| {

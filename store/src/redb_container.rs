@@ -409,6 +409,11 @@ impl DataManager for RedbDm {
         self.reset();
     }
 
+    /// Only a commit that writes waits for the committer's fsync.
+    fn commit_may_block(&self) -> bool {
+        self.buffer.may_write()
+    }
+
     fn tpc_abort(&mut self) {
         self.reset();
     }

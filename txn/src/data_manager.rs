@@ -74,6 +74,14 @@ pub trait DataManager: Any + Send {
     /// Drop the buffered changes (abort outside two-phase commit).
     fn abort(&mut self);
 
+    /// Whether committing may block the calling thread (waiting for a disk
+    /// sync, a lock held across I/O, the network). `false` lets async callers
+    /// commit inline instead of handing the commit to a blocking thread pool;
+    /// the default is the safe `true`.
+    fn commit_may_block(&self) -> bool {
+        true
+    }
+
     /// Capture the buffered changes for a savepoint, or `None` if this
     /// resource cannot take savepoints.
     fn savepoint(&mut self) -> Option<SavepointState> {

@@ -67,9 +67,9 @@ mod transaction;
 
 pub use data_manager::{DataManager, SavepointState};
 pub use error::{BoxError, Phase, Retryable, TxnError};
-#[cfg(feature = "async")]
-pub use manager::commit_on_blocking_pool;
 pub use manager::{TransactionManager, TxnStats};
+#[cfg(feature = "async")]
+pub use manager::{commit_on_blocking_pool, commit_without_blocking};
 pub use retry::RetryPolicy;
 pub use savepoint::Savepoint;
 pub use transaction::{CommitInfo, Status, Transaction};

@@ -183,7 +183,7 @@ impl TransactionManager {
         loop {
             let mut tx = self.begin();
             let error = match work(&mut tx).await {
-                Ok(value) => match commit_on_blocking_pool(tx).await {
+                Ok(value) => match commit_without_blocking(tx).await {
                     Ok(_) => return Ok(value),
                     Err(err) => E::from(err),
                 },
@@ -199,6 +199,22 @@ impl TransactionManager {
             tokio::time::sleep(self.retry.backoff(attempt)).await;
             attempt += 1;
         }
+    }
+}
+
+/// Commit `tx` without blocking an async worker thread: inline when no
+/// joined data manager may block ([`Transaction::commit_may_block`]), which
+/// saves a thread hand-off per read-only request, otherwise on tokio's
+/// blocking pool.
+///
+/// # Errors
+/// As for [`commit_on_blocking_pool`].
+#[cfg(feature = "async")]
+pub async fn commit_without_blocking(tx: Transaction) -> Result<crate::CommitInfo, TxnError> {
+    if tx.commit_may_block() {
+        commit_on_blocking_pool(tx).await
+    } else {
+        tx.commit()
     }
 }
 

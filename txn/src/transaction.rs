@@ -217,6 +217,15 @@ impl Transaction {
         self.resources.iter().map(|dm| dm.sort_key())
     }
 
+    /// Whether committing may block the calling thread: true if any joined
+    /// data manager says so, or if any commit hook is registered (hooks are
+    /// arbitrary code).
+    pub fn commit_may_block(&self) -> bool {
+        !self.before_commit.is_empty()
+            || !self.after_commit.is_empty()
+            || self.resources.iter().any(|dm| dm.commit_may_block())
+    }
+
     /// Run `hook` at the start of `commit`, before two-phase commit. Hooks may
     /// change data, join data managers and add more hooks. A failing hook fails
     /// the commit.

@@ -237,3 +237,15 @@ fn retryable_errors_are_those_the_data_manager_says_so() {
     tx.join(Recorder::new("a", &log, &data)).unwrap().fail_at = FailAt::Vote;
     assert!(!tx.commit().unwrap_err().is_retryable());
 }
+
+#[test]
+fn a_commit_may_block_if_a_data_manager_or_a_hook_says_so() {
+    let (log, data) = (Log::default(), db());
+    let mut tx = TransactionManager::new().begin();
+    assert!(!tx.commit_may_block(), "nothing joined: nothing can block");
+    tx.after_commit(|_| Ok(()));
+    assert!(tx.commit_may_block(), "hooks are arbitrary code");
+    let mut tx = TransactionManager::new().begin();
+    tx.join(Recorder::new("a", &log, &data)).unwrap();
+    assert!(tx.commit_may_block(), "data managers may block by default");
+}
