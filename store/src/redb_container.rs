@@ -19,8 +19,8 @@ use redb::{
 };
 
 use crate::{
-    ClientKey, Clock, ContainerStats, ExpiryPolicy, SessionAdmin, SessionContainer, SessionDetail,
-    SessionInfo, SessionSummary, SessionValue, StoreError, SweepReport, SystemClock, Value,
+    ClientKey, Clock, ContainerStats, ExpiryPolicy, SessionAdmin, SessionDetail, SessionSummary,
+    StoreError, SweepReport, SystemClock, Value,
     admin::{StatsBuilder, summary},
     apply::ChangeSet,
     backend::{BoxedBackend, Overlay},
@@ -672,101 +672,7 @@ fn initialize(db: &Database, path: &Path) -> Result<(), StoreError> {
     txn.commit().map_err(storage(INIT))
 }
 
-impl SessionContainer for RedbContainer {
-    fn expiry(&self) -> &ExpiryPolicy {
-        &self.expiry
-    }
-
-    fn now(&self) -> u64 {
-        self.clock.now()
-    }
-
-    fn session(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-    ) -> Result<Option<SessionInfo>, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.session(v, at, client))
-    }
-
-    fn create_session(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-    ) -> Result<SessionInfo, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.create_session(v, at, client))
-    }
-
-    fn delete_session(&self, tx: &mut Transaction, client: &ClientKey) -> Result<bool, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.delete_session(v, at, client))
-    }
-
-    fn rename_session(
-        &self,
-        tx: &mut Transaction,
-        from: &ClientKey,
-        to: &ClientKey,
-    ) -> Result<(), StoreError> {
-        self.with_buffer(tx, |b, v, at| b.rename_session(v, at, from, to))
-    }
-
-    fn set_principal(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-        principal: Option<&str>,
-    ) -> Result<(), StoreError> {
-        self.with_buffer(tx, |b, v, at| b.set_principal(v, at, client, principal))
-    }
-
-    fn get(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-        package: &str,
-        name: &str,
-    ) -> Result<Option<SessionValue>, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.get(v, at, client, package, name))
-    }
-
-    fn insert(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-        package: &str,
-        name: &str,
-        value: SessionValue,
-    ) -> Result<(), StoreError> {
-        self.with_buffer(tx, |b, v, at| b.insert(v, at, client, package, name, value))
-    }
-
-    fn remove(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-        package: &str,
-        name: &str,
-    ) -> Result<bool, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.remove(v, at, client, package, name))
-    }
-
-    fn names(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-        package: &str,
-    ) -> Result<Vec<String>, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.names(v, at, client, package))
-    }
-
-    fn packages(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-    ) -> Result<Vec<String>, StoreError> {
-        self.with_buffer(tx, |b, v, at| b.packages(v, at, client))
-    }
-}
+crate::buffer::impl_session_container!(RedbContainer);
 
 /// The bytes of stored values of a session: each item record less its
 /// version header.
