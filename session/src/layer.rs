@@ -64,10 +64,11 @@ pub enum CommitFailure {
 /// - The handler finds its [`Session`] in the request extensions (and, with
 ///   the `axum` feature, as an extractor).
 /// - When the handler answers with a non-5xx response, the transaction is
-///   committed: on the blocking pool when a data manager may block (a durable
-///   write waits for fsync), inline otherwise (read-only requests, the RAM
-///   container), so the async runtime never stalls. The session cookie is set
-///   only if that commit succeeded.
+///   committed without blocking the async runtime
+///   ([`keel_txn::commit_without_blocking`]): inline when nothing can block
+///   (read-only requests, the RAM container); a durable redb write as a task
+///   that awaits the group commit's answer and holds no thread meanwhile.
+///   The session cookie is set only if that commit succeeded.
 /// - When the handler answers 5xx or fails, the transaction is aborted.
 /// - When the commit (or the handler, see [`RetryRequest`]) meets a
 ///   conflict, the request is re-run in a fresh transaction with the same

@@ -1,7 +1,8 @@
 //! Group commit: one thread owns redb's single writer.
 //!
-//! A data manager's vote sends its change set here and blocks until it is
-//! answered. The committer takes the first queued request, drains whatever
+//! A data manager's vote sends its change set here and waits until it is
+//! answered: blocking its thread ([`CommitterHandle::submit`]), or as a
+//! future that holds no thread ([`CommitterHandle::submit_async`]). The committer takes the first queued request, drains whatever
 //! else is queued (up to a batch limit), and runs them all in one redb write
 //! transaction: each commit is validated against the current versions, which
 //! include the earlier members of the batch, and applied only if valid. One
@@ -22,6 +23,7 @@ use std::{
 
 use parking_lot::RwLock;
 use redb::{Database, Durability, ReadableDatabase};
+use tokio::sync::oneshot;
 
 use crate::{
     ClientKey, ExpiryPolicy, StoreError, SweepReport,
@@ -70,7 +72,25 @@ pub(crate) enum Done {
 
 struct Request {
     job: Job,
-    reply: mpsc::Sender<Result<Done, StoreError>>,
+    reply: Reply,
+}
+
+/// Where a job's answer goes.
+enum Reply {
+    /// A thread blocked in [`CommitterHandle::submit`].
+    Blocking(mpsc::Sender<Result<Done, StoreError>>),
+    /// A future returned by [`CommitterHandle::submit_async`].
+    Async(oneshot::Sender<Result<Done, StoreError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Done, StoreError>) {
+        // A waiter that went away needs no answer.
+        match self {
+            Reply::Blocking(sender) => drop(sender.send(result)),
+            Reply::Async(sender) => drop(sender.send(result)),
+        }
+    }
 }
 
 /// The handle the container keeps: submits jobs, and stops the thread when
@@ -121,11 +141,33 @@ impl CommitterHandle {
     /// The job's own error; [`StoreError::Closed`] if the committer stopped.
     pub(crate) fn submit(&self, job: Job) -> Result<Done, StoreError> {
         let (reply, answer) = mpsc::channel();
+        self.queue(job, Reply::Blocking(reply))?;
+        answer.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queue `job` now, and return a future of its answer (after the
+    /// durable commit) that holds no thread while it waits. Dropping the
+    /// future does not withdraw the job.
+    ///
+    /// # Errors
+    /// As for [`submit`](Self::submit).
+    pub(crate) fn submit_async(
+        &self,
+        job: Job,
+    ) -> impl Future<Output = Result<Done, StoreError>> + Send + 'static {
+        let (reply, answer) = oneshot::channel();
+        let queued = self.queue(job, Reply::Async(reply));
+        async move {
+            queued?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        }
+    }
+
+    fn queue(&self, job: Job, reply: Reply) -> Result<(), StoreError> {
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
         sender
             .send(Request { job, reply })
-            .map_err(|_| StoreError::Closed)?;
-        answer.recv().map_err(|_| StoreError::Closed)?
+            .map_err(|_| StoreError::Closed)
     }
 }
 
@@ -184,7 +226,7 @@ impl Committer {
         {
             let err = Arc::new(err);
             for request in batch {
-                let _ = request.reply.send(Err(StoreError::Storage {
+                request.reply.send(Err(StoreError::Storage {
                     operation: "reopening the session database after a storage error",
                     source: Box::new(Arc::clone(&err)),
                 }));
@@ -198,8 +240,7 @@ impl Committer {
         match outcome {
             Ok(results) => {
                 for (request, result) in batch.into_iter().zip(results) {
-                    // A waiter that went away needs no answer.
-                    let _ = request.reply.send(result);
+                    request.reply.send(result);
                 }
             }
             Err(failure) => {
@@ -216,7 +257,7 @@ impl Committer {
                 tracing::error!(error = %err, unknown, "a group commit failed");
                 for request in batch {
                     let source = Box::new(Arc::clone(&err));
-                    let _ = request.reply.send(Err(if unknown {
+                    request.reply.send(Err(if unknown {
                         StoreError::CommitOutcomeUnknown { source }
                     } else {
                         StoreError::Storage {

@@ -11,7 +11,7 @@ use std::{
     },
 };
 
-use keel_txn::{BoxError, DataManager, SavepointState, Transaction};
+use keel_txn::{BoxError, DataManager, PendingVote, SavepointState, Transaction};
 use parking_lot::RwLock;
 use redb::{
     Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -405,6 +405,19 @@ impl DataManager for RedbDm {
         Ok(())
     }
 
+    /// Queue the change set for the committer and return the wait for its
+    /// durable commit as a future. If the future is dropped, the change set
+    /// is still committed (or refused) by the committer: the outcome is
+    /// unknown to the caller, as when a process dies after queuing it.
+    fn tpc_vote_async(&mut self) -> Option<PendingVote> {
+        let changes = self.prepared.take().filter(ChangeSet::has_writes)?;
+        let done = self.inner.committer.submit_async(Job::Commit(changes));
+        Some(Box::pin(async move {
+            done.await?;
+            Ok(())
+        }))
+    }
+
     fn tpc_finish(&mut self) {
         self.reset();
     }
@@ -412,6 +425,12 @@ impl DataManager for RedbDm {
     /// Only a commit that writes waits for the committer's fsync.
     fn commit_may_block(&self) -> bool {
         self.buffer.may_write()
+    }
+
+    /// The only wait, the committer's fsync, is the future
+    /// [`tpc_vote_async`](DataManager::tpc_vote_async) returns.
+    fn commit_async_may_block(&self) -> bool {
+        false
     }
 
     fn tpc_abort(&mut self) {

@@ -1,12 +1,17 @@
 //! The two-phase commit protocol a resource implements to join a transaction.
 
-use std::any::Any;
+use std::{any::Any, future::Future, pin::Pin};
 
 use crate::BoxError;
 
 /// Opaque state a data manager captured for a savepoint; handed back to
 /// [`DataManager::rollback`].
 pub type SavepointState = Box<dyn Any + Send>;
+
+/// A vote that is under way and completes later, returned by
+/// [`DataManager::tpc_vote_async`]: for example, a change set handed to a
+/// committer thread, answered once it is durable.
+pub type PendingVote = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send>>;
 
 /// A resource that takes part in a [`Transaction`](crate::Transaction).
 ///
@@ -80,6 +85,30 @@ pub trait DataManager: Any + Send {
     /// the default is the safe `true`.
     fn commit_may_block(&self) -> bool {
         true
+    }
+
+    /// Start the vote without blocking the calling thread, for
+    /// [`Transaction::commit_async`](crate::Transaction::commit_async): do
+    /// what [`tpc_vote`](DataManager::tpc_vote) does up to the point where it
+    /// would wait, and return the wait as a future. `None` (the default)
+    /// means "vote synchronously": the transaction then calls `tpc_vote`.
+    ///
+    /// The future's error counts as the vote's error. If the future is
+    /// dropped before it completes, the transaction aborts this data manager
+    /// (`tpc_abort`), but whatever the vote already handed on may still
+    /// complete: an implementation should document that outcome.
+    fn tpc_vote_async(&mut self) -> Option<PendingVote> {
+        None
+    }
+
+    /// Whether committing through
+    /// [`Transaction::commit_async`](crate::Transaction::commit_async) may
+    /// block the calling thread. The default is
+    /// [`commit_may_block`](DataManager::commit_may_block); a data manager
+    /// whose only wait is the one [`tpc_vote_async`](DataManager::tpc_vote_async)
+    /// returns as a future says `false`.
+    fn commit_async_may_block(&self) -> bool {
+        self.commit_may_block()
     }
 
     /// Capture the buffered changes for a savepoint, or `None` if this

@@ -65,7 +65,7 @@ mod retry;
 mod savepoint;
 mod transaction;
 
-pub use data_manager::{DataManager, SavepointState};
+pub use data_manager::{DataManager, PendingVote, SavepointState};
 pub use error::{BoxError, Phase, Retryable, TxnError};
 pub use manager::{TransactionManager, TxnStats};
 #[cfg(feature = "async")]

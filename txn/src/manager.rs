@@ -202,19 +202,31 @@ impl TransactionManager {
     }
 }
 
-/// Commit `tx` without blocking an async worker thread: inline when no
-/// joined data manager may block ([`Transaction::commit_may_block`]), which
-/// saves a thread hand-off per read-only request, otherwise on tokio's
-/// blocking pool.
+/// Commit `tx` without blocking an async worker thread, choosing the
+/// cheapest way that is safe:
+///
+/// 1. inline, when no joined data manager may block
+///    ([`Transaction::commit_may_block`]): a read-only request pays no thread
+///    hand-off at all;
+/// 2. as a spawned task with asynchronous votes
+///    ([`Transaction::commit_async`]), when every wait is one a data manager
+///    hands back as a future ([`Transaction::commit_async_may_block`]): a
+///    commit waiting for its durable write holds no thread. The task runs to
+///    the end even if the caller stops waiting (a client that disconnects),
+///    so the transaction is never left half-finished;
+/// 3. otherwise on tokio's blocking pool ([`commit_on_blocking_pool`]).
 ///
 /// # Errors
-/// As for [`commit_on_blocking_pool`].
+/// The commit's own error, or [`TxnError::CommitInterrupted`] if the task
+/// running it panicked or was cancelled (the outcome is then unknown).
 #[cfg(feature = "async")]
 pub async fn commit_without_blocking(tx: Transaction) -> Result<crate::CommitInfo, TxnError> {
-    if tx.commit_may_block() {
-        commit_on_blocking_pool(tx).await
-    } else {
+    if !tx.commit_may_block() {
         tx.commit()
+    } else if !tx.commit_async_may_block() {
+        interrupted_as_error(tokio::spawn(tx.commit_async()).await)
+    } else {
+        commit_on_blocking_pool(tx).await
     }
 }
 
@@ -226,10 +238,18 @@ pub async fn commit_without_blocking(tx: Transaction) -> Result<crate::CommitInf
 /// task panicked or was cancelled (the outcome is then unknown).
 #[cfg(feature = "async")]
 pub async fn commit_on_blocking_pool(tx: Transaction) -> Result<crate::CommitInfo, TxnError> {
-    match tokio::task::spawn_blocking(move || tx.commit()).await {
-        Ok(result) => result,
-        Err(join_error) => Err(TxnError::CommitInterrupted {
+    interrupted_as_error(tokio::task::spawn_blocking(move || tx.commit()).await)
+}
+
+/// A commit task's outcome; a task that panicked or was cancelled gives
+/// [`TxnError::CommitInterrupted`].
+#[cfg(feature = "async")]
+fn interrupted_as_error(
+    joined: Result<Result<crate::CommitInfo, TxnError>, tokio::task::JoinError>,
+) -> Result<crate::CommitInfo, TxnError> {
+    joined.unwrap_or_else(|join_error| {
+        Err(TxnError::CommitInterrupted {
             reason: join_error.to_string(),
-        }),
-    }
+        })
+    })
 }

@@ -226,6 +226,16 @@ impl Transaction {
             || self.resources.iter().any(|dm| dm.commit_may_block())
     }
 
+    /// Whether [`commit_async`](Transaction::commit_async) may block the
+    /// calling thread: true if any joined data manager says so
+    /// ([`DataManager::commit_async_may_block`]), or if any commit hook is
+    /// registered.
+    pub fn commit_async_may_block(&self) -> bool {
+        !self.before_commit.is_empty()
+            || !self.after_commit.is_empty()
+            || self.resources.iter().any(|dm| dm.commit_async_may_block())
+    }
+
     /// Run `hook` at the start of `commit`, before two-phase commit. Hooks may
     /// change data, join data managers and add more hooks. A failing hook fails
     /// the commit.
@@ -392,6 +402,52 @@ impl Transaction {
     /// - [`TxnError::TransactionFailed`] if it failed before.
     /// - [`TxnError::InvalidState`] if it already committed or aborted.
     pub fn try_commit(&mut self) -> Result<CommitInfo, TxnError> {
+        let started = self.start_commit()?;
+        let result = self
+            .run_before_commit_hooks()
+            .and_then(|()| self.two_phase_commit());
+        self.finish_commit(started, result)
+    }
+
+    /// Commit without blocking the calling thread where the data managers
+    /// allow it: as [`commit`](Transaction::commit), but each data manager
+    /// that offers an asynchronous vote ([`DataManager::tpc_vote_async`]) is
+    /// awaited instead of being waited for on this thread.
+    ///
+    /// Hooks and the other phases still run on the calling thread: check
+    /// [`commit_async_may_block`](Transaction::commit_async_may_block) before
+    /// awaiting this on an async executor.
+    ///
+    /// If this future is dropped before it completes, the transaction is
+    /// aborted, but a vote already handed on (a change set queued for a
+    /// durable write) may still complete: the outcome is then unknown. Spawn
+    /// it as a task (as [`commit_without_blocking`] does) so it always runs
+    /// to the end.
+    ///
+    /// [`commit_without_blocking`]: crate::commit_without_blocking
+    ///
+    /// # Errors
+    /// As for [`try_commit`](Transaction::try_commit).
+    pub async fn commit_async(mut self) -> Result<CommitInfo, TxnError> {
+        self.try_commit_async().await
+    }
+
+    /// [`try_commit`](Transaction::try_commit) with asynchronous votes, as in
+    /// [`commit_async`](Transaction::commit_async).
+    ///
+    /// # Errors
+    /// As for [`try_commit`](Transaction::try_commit).
+    pub async fn try_commit_async(&mut self) -> Result<CommitInfo, TxnError> {
+        let started = self.start_commit()?;
+        let result = match self.run_before_commit_hooks() {
+            Ok(()) => self.two_phase_commit_async().await,
+            Err(err) => Err(err),
+        };
+        self.finish_commit(started, result)
+    }
+
+    /// Check that a commit may start, and enter [`Status::Committing`].
+    fn start_commit(&mut self) -> Result<Instant, TxnError> {
         match self.status {
             Status::Active => {}
             Status::Doomed => return Err(TxnError::Doomed),
@@ -403,12 +459,17 @@ impl Transaction {
                 });
             }
         }
-        let started = Instant::now();
         self.savepoints.clear();
         self.status = Status::Committing;
-        let result = self
-            .run_before_commit_hooks()
-            .and_then(|()| self.two_phase_commit());
+        Ok(Instant::now())
+    }
+
+    /// Record the outcome of a commit and run the after-commit hooks.
+    fn finish_commit(
+        &mut self,
+        started: Instant,
+        result: Result<usize, TxnError>,
+    ) -> Result<CommitInfo, TxnError> {
         match result {
             Ok(resources) => {
                 self.status = Status::Committed;
@@ -443,24 +504,56 @@ impl Transaction {
     /// Two-phase commit over the joined data managers; returns how many took
     /// part. On failure every data manager has been aborted and removed.
     fn two_phase_commit(&mut self) -> Result<usize, TxnError> {
-        self.resources
-            .sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
         // How many data managers got `tpc_begin`: they get `tpc_abort` on
         // failure, the rest get `abort`.
         let mut begun = 0;
-        let result = (|| {
-            for dm in self.resources.iter_mut() {
-                begun += 1;
-                step(dm.as_mut(), Phase::Begin, |dm| dm.tpc_begin())?;
-            }
-            for dm in self.resources.iter_mut() {
-                step(dm.as_mut(), Phase::Commit, |dm| dm.commit())?;
-            }
+        let result = self.prepare(&mut begun).and_then(|()| {
             for dm in self.resources.iter_mut() {
                 step(dm.as_mut(), Phase::Vote, |dm| dm.tpc_vote())?;
             }
             Ok(())
-        })();
+        });
+        self.conclude(begun, result)
+    }
+
+    /// [`two_phase_commit`](Self::two_phase_commit), awaiting the votes that
+    /// data managers hand back as futures.
+    async fn two_phase_commit_async(&mut self) -> Result<usize, TxnError> {
+        let mut begun = 0;
+        let mut result = self.prepare(&mut begun);
+        if result.is_ok() {
+            for dm in self.resources.iter_mut() {
+                let vote = match dm.tpc_vote_async() {
+                    Some(pending) => pending.await,
+                    None => dm.tpc_vote(),
+                };
+                if let Err(source) = vote {
+                    result = Err(resource_error(dm.as_ref(), Phase::Vote, source));
+                    break;
+                }
+            }
+        }
+        self.conclude(begun, result)
+    }
+
+    /// The phases before the vote: `tpc_begin` then `commit` on every data
+    /// manager, in sort-key order. `begun` counts the `tpc_begin` calls.
+    fn prepare(&mut self, begun: &mut usize) -> Result<(), TxnError> {
+        self.resources
+            .sort_by(|a, b| a.sort_key().cmp(b.sort_key()));
+        for dm in self.resources.iter_mut() {
+            *begun += 1;
+            step(dm.as_mut(), Phase::Begin, |dm| dm.tpc_begin())?;
+        }
+        for dm in self.resources.iter_mut() {
+            step(dm.as_mut(), Phase::Commit, |dm| dm.commit())?;
+        }
+        Ok(())
+    }
+
+    /// Finish (every vote was yes) or abort every data manager: the first
+    /// `begun` with `tpc_abort`, the rest with `abort`.
+    fn conclude(&mut self, begun: usize, result: Result<(), TxnError>) -> Result<usize, TxnError> {
         match result {
             Ok(()) => {
                 for dm in self.resources.iter_mut() {
@@ -508,8 +601,16 @@ impl Transaction {
         for hook in std::mem::take(&mut self.before_abort) {
             hook();
         }
+        // Only a commit future dropped mid-vote (or a panic) leaves a
+        // transaction in `Committing`: its data managers are inside two-phase
+        // commit.
+        let in_two_phase_commit = self.status == Status::Committing;
         for mut dm in self.resources.drain(..) {
-            dm.abort();
+            if in_two_phase_commit {
+                dm.tpc_abort();
+            } else {
+                dm.abort();
+            }
         }
         self.savepoints.clear();
         self.before_commit.clear();
@@ -528,12 +629,17 @@ fn step(
     phase: Phase,
     f: impl FnOnce(&mut dyn DataManager) -> Result<(), BoxError>,
 ) -> Result<(), TxnError> {
-    f(dm).map_err(|source| TxnError::Resource {
+    f(dm).map_err(|source| resource_error(dm, phase, source))
+}
+
+/// Wrap `source`, raised by `dm` in `phase`.
+fn resource_error(dm: &dyn DataManager, phase: Phase, source: BoxError) -> TxnError {
+    TxnError::Resource {
         resource: dm.sort_key().to_owned(),
         phase,
         retryable: dm.should_retry(source.as_ref()),
         source,
-    })
+    }
 }
 
 impl Drop for Transaction {
