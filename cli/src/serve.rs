@@ -70,11 +70,12 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
             .with_attempts(32)
             .with_backoff(Duration::from_micros(500), Duration::from_millis(20)),
     );
+    // Installed first: the commit timer takes its histogram from it.
+    let metrics = Metrics::install()?;
     // Requests see the container through a wrapper that times each commit.
     let timed: Arc<dyn SessionContainer> = Arc::new(TimedContainer::new(Arc::clone(&container)));
     let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(timed))
         .with_transaction_manager(transactions);
-    let metrics = Metrics::install()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

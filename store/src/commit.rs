@@ -31,6 +31,7 @@ use crate::{
     codec,
     redb_container::guard_panic,
     redb_view::{WriteTables, storage},
+    snapshot::LatestSnapshot,
     tables,
 };
 
@@ -109,6 +110,7 @@ impl CommitterHandle {
     pub(crate) fn start(
         path: PathBuf,
         db: DbSlot,
+        latest: Arc<LatestSnapshot>,
         reopen: Reopen,
         last_tid: u64,
         max_batch: usize,
@@ -118,6 +120,7 @@ impl CommitterHandle {
         let committer = Committer {
             path,
             db,
+            latest,
             reopen,
             requests,
             last_tid,
@@ -196,6 +199,9 @@ struct Committer {
     /// Names the database in errors.
     path: PathBuf,
     db: DbSlot,
+    /// Where the state of each commit is published for readers, before the
+    /// commit is answered.
+    latest: Arc<LatestSnapshot>,
     reopen: Reopen,
     requests: mpsc::Receiver<Request>,
     last_tid: u64,
@@ -239,6 +245,9 @@ impl Committer {
             .unwrap_or_else(|corrupted| Err(Failure::NotWritten(corrupted)));
         match outcome {
             Ok(results) => {
+                if let Some(db) = self.db.read().as_ref() {
+                    self.latest.publish(db);
+                }
                 for (request, result) in batch.into_iter().zip(results) {
                     request.reply.send(result);
                 }
@@ -271,11 +280,14 @@ impl Committer {
     }
 
     fn reopen_now(&mut self) -> Result<(), StoreError> {
+        // Close the failed database first: it holds the file lock (and so
+        // does a snapshot of it).
+        self.latest.clear();
         let mut slot = self.db.write();
-        // Close the failed database first: it holds the file lock.
         drop(slot.take());
         let db = (self.reopen)()?;
         self.last_tid = read_last_tid(&db)?;
+        self.latest.publish(&db);
         *slot = Some(db);
         self.broken = false;
         Ok(())

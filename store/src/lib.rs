@@ -54,6 +54,7 @@ mod ram;
 mod redb_container;
 mod redb_view;
 mod session_value;
+mod snapshot;
 mod tables;
 mod value;
 mod view;

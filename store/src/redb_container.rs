@@ -28,6 +28,7 @@ use crate::{
     codec::{self, DataKey, ItemKey},
     commit::{CommitterHandle, DbSlot, Done, Job, read_last_tid},
     redb_view::{SnapshotTables, snapshot_tables, storage},
+    snapshot::{LatestSnapshot, Snapshot},
     tables,
 };
 
@@ -218,7 +219,11 @@ struct Inner {
     sort_key: String,
     path: PathBuf,
     is_file: bool,
+    // NOTE: drop order (field order): the committer thread stops first,
+    // then the shared snapshot goes, then the database it reads.
     committer: CommitterHandle,
+    /// The newest committed state, shared by requests.
+    latest: Arc<LatestSnapshot>,
     db: DbSlot,
 }
 
@@ -255,6 +260,8 @@ impl RedbContainer {
         };
         let db = open_database(&target, &path, &options)?;
         let last_tid = read_last_tid(&db)?;
+        let latest = Arc::new(LatestSnapshot::default());
+        latest.publish(&db);
         let slot: DbSlot = Arc::new(RwLock::new(Some(db)));
         let reopen = {
             let (target, path, options) = (target.clone(), path.clone(), options.clone());
@@ -263,6 +270,7 @@ impl RedbContainer {
         let committer = CommitterHandle::start(
             path.clone(),
             Arc::clone(&slot),
+            Arc::clone(&latest),
             reopen,
             last_tid,
             options.max_batch,
@@ -275,6 +283,7 @@ impl RedbContainer {
                 is_file: matches!(target, Target::File(_)),
                 path,
                 committer,
+                latest,
                 db: slot,
             }),
             expiry: options.expiry,
@@ -298,7 +307,7 @@ impl RedbContainer {
     fn with_buffer<T>(
         &self,
         tx: &mut Transaction,
-        op: impl FnOnce(&mut Buffer, &mut SnapshotTables, At) -> Result<T, StoreError>,
+        op: impl FnOnce(&mut Buffer, &mut &SnapshotTables, At) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let at = self.at();
         let dm = tx.join_with(&self.inner.sort_key, || RedbDm::new(&self.inner))?;
@@ -307,7 +316,7 @@ impl RedbContainer {
                 Some(snapshot) => snapshot,
                 slot @ None => slot.insert(self.inner.snapshot()?),
             };
-            op(&mut dm.buffer, &mut snapshot.tables, at)
+            op(&mut dm.buffer, &mut &snapshot.tables, at)
         })?
     }
 
@@ -334,27 +343,24 @@ impl Inner {
         db.begin_read().map_err(storage(READ))
     }
 
-    fn snapshot(&self) -> Result<Snapshot, StoreError> {
-        let txn = self.read_txn()?;
-        let tables = snapshot_tables(&txn)?;
-        Ok(Snapshot { tables, _txn: txn })
+    /// A snapshot of the newest committed state: the one the committer
+    /// published, or (if it has none) one of our own.
+    fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+        match self.latest.get() {
+            Some(snapshot) => Ok(snapshot),
+            None => Ok(Arc::new(Snapshot::of(self.read_txn()?)?)),
+        }
     }
 }
 
 const READ: &str = "reading the session database";
 const OPEN: &str = "opening the session database";
 
-/// A request's consistent view: one redb read transaction.
-struct Snapshot {
-    tables: SnapshotTables,
-    _txn: ReadTransaction,
-}
-
 /// A transaction's data manager for one redb container.
 struct RedbDm {
     // NOTE: dropped first (field order), so the read transaction ends before
     // the last handle on the database may go.
-    snapshot: Option<Snapshot>,
+    snapshot: Option<Arc<Snapshot>>,
     inner: Arc<Inner>,
     buffer: Buffer,
     prepared: Option<ChangeSet<Vec<u8>>>,
@@ -761,8 +767,8 @@ impl SessionAdmin for RedbContainer {
 
             let now = self.clock.now();
             let txn = self.inner.read_txn()?;
-            let mut tables = snapshot_tables(&txn)?;
-            let Some(record) = tables.session(key)? else {
+            let tables = snapshot_tables(&txn)?;
+            let Some(record) = (&tables).session(key)? else {
                 return Ok(None);
             };
             let mut data: BTreeMap<String, BTreeMap<String, Value>> = BTreeMap::new();

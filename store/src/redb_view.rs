@@ -78,7 +78,9 @@ where
     }
 }
 
-impl<S, D> ReadView for Tables<S, D>
+// NOTE: implemented on a shared reference: redb's reads take `&self`, and a
+// request's snapshot is shared (`crate::snapshot`).
+impl<S, D> ReadView for &Tables<S, D>
 where
     S: ReadableTable<&'static [u8; 32], &'static [u8]>,
     D: ReadableTable<&'static [u8], &'static [u8]>,
@@ -232,31 +234,31 @@ fn update<K: AsRef<[u8]> + PartialEq>(
 
 impl ReadView for WriteTables<'_> {
     fn session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
-        self.view.session(client)
+        (&self.view).session(client)
     }
 
     fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
-        self.view.item(key)
+        (&self.view).item(key)
     }
 
     fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {
-        self.view.item_version(key)
+        (&self.view).item_version(key)
     }
 
     fn names_version(&mut self, client: &ClientKey, package: &str) -> Result<u64, StoreError> {
-        self.view.names_version(client, package)
+        (&self.view).names_version(client, package)
     }
 
     fn packages_version(&mut self, client: &ClientKey) -> Result<u64, StoreError> {
-        self.view.packages_version(client)
+        (&self.view).packages_version(client)
     }
 
     fn names(&mut self, client: &ClientKey, package: &str) -> Result<Vec<String>, StoreError> {
-        self.view.names(client, package)
+        (&self.view).names(client, package)
     }
 
     fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError> {
-        self.view.packages(client)
+        (&self.view).packages(client)
     }
 }
 
