@@ -212,3 +212,47 @@ async fn an_async_commit_that_conflicts_fails_retryably_and_writes_nothing() {
     let value = container.get(&mut tx, &key(0), "app", "hot").unwrap();
     assert_eq!(value.unwrap().to_typed::<i32>().unwrap(), 1);
 }
+
+/// Requests share the snapshot the committer publishes after each batch; it
+/// is published before the batch is answered, so a transaction begun after
+/// a commit returned reads that commit (read-your-writes across requests),
+/// however the commits of many threads were grouped.
+#[test]
+fn a_commit_is_visible_to_the_next_transaction_as_soon_as_it_is_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let container = Arc::new(RedbContainer::open(dir.path().join("s.redb")).unwrap());
+    let manager = TransactionManager::new();
+    let (threads, rounds) = (8, 150);
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (container, manager, barrier) = (
+                Arc::clone(&container),
+                manager.clone(),
+                Arc::clone(&barrier),
+            );
+            std::thread::spawn(move || {
+                barrier.wait();
+                for n in 1..=rounds {
+                    let mut tx = manager.begin();
+                    container.create_session(&mut tx, &key(t)).unwrap();
+                    container
+                        .insert(&mut tx, &key(t), "app", "n", SessionValue::new(n))
+                        .unwrap();
+                    tx.commit().unwrap();
+
+                    let mut tx = manager.begin();
+                    let seen = container.get(&mut tx, &key(t), "app", "n").unwrap();
+                    assert_eq!(
+                        seen.map(|v| v.to_typed::<u32>().unwrap()),
+                        Some(n),
+                        "thread {t} did not read its own commit {n}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
