@@ -5,7 +5,7 @@
 //! | metric | type | source |
 //! |---|---|---|
 //! | `keel_transactions_begun_total`, `keel_commits_total`, `keel_commit_failures_total`, `keel_conflicts_total`, `keel_aborts_total`, `keel_retries_total` | counter | the request [`TransactionManager`](keel_txn::TransactionManager)'s stats, read at each scrape |
-//! | `keel_commit_duration_seconds` | histogram | every request commit, timed by [`CommitTimer`] |
+//! | `keel_commit_duration_seconds` | histogram | every commit of a request that changed session data (created, wrote, removed, deleted, renamed), timed by [`CommitTimer`] |
 //! | `keel_sweep_removed_total`, `keel_sweep_batches_total` | counter | every sweep batch (background or admin) |
 //! | `keel_sweep_batch_duration_seconds` | histogram | every sweep batch |
 //! | `keel_sessions`, `keel_sessions_expired`, `keel_session_value_bytes`, `keel_db_file_bytes`, `keel_sessions_updated_timestamp_seconds` | gauge | a whole-store count, refreshed by the sweeper task and by `GET /admin/stats` (not at scrape: the count reads every session) |
@@ -230,8 +230,11 @@ impl DataManager for CommitTimer {
     }
 }
 
-/// A container that joins a [`CommitTimer`] to every transaction that uses
-/// it, and otherwise forwards every call to the container it wraps.
+/// A container that joins a [`CommitTimer`] to every transaction that
+/// changes session data through it, and otherwise forwards every call to the
+/// container it wraps. Reads do not join it: a read-only request's commit
+/// has nothing to make durable, and timing it cost a clock read, a histogram
+/// sample and a data manager per request.
 ///
 /// NOTE: the session layer commits inside its middleware, out of reach of
 /// the application; joining a data manager to the transaction is the one
@@ -285,7 +288,6 @@ impl SessionContainer for TimedContainer {
         tx: &mut Transaction,
         client: &ClientKey,
     ) -> Result<Option<SessionInfo>, StoreError> {
-        self.time(tx);
         self.inner.session(tx, client)
     }
 
@@ -330,7 +332,6 @@ impl SessionContainer for TimedContainer {
         package: &str,
         name: &str,
     ) -> Result<Option<SessionValue>, StoreError> {
-        self.time(tx);
         self.inner.get(tx, client, package, name)
     }
 
@@ -363,8 +364,16 @@ impl SessionContainer for TimedContainer {
         client: &ClientKey,
         package: &str,
     ) -> Result<Vec<String>, StoreError> {
-        self.time(tx);
         self.inner.names(tx, client, package)
+    }
+
+    fn has_names(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<bool, StoreError> {
+        self.inner.has_names(tx, client, package)
     }
 
     fn packages(
@@ -372,7 +381,6 @@ impl SessionContainer for TimedContainer {
         tx: &mut Transaction,
         client: &ClientKey,
     ) -> Result<Vec<String>, StoreError> {
-        self.time(tx);
         self.inner.packages(tx, client)
     }
 }

@@ -210,8 +210,7 @@ where
     };
     let transactions = layer.manager.transaction_manager();
     let policy = transactions.retry_policy().clone();
-    let template = inner.clone();
-    let mut first = Some(inner);
+    let mut inner = inner;
     let mut attempt: u32 = 1;
     loop {
         let session = layer.manager.session_for(&parts.method, &parts.headers);
@@ -224,16 +223,14 @@ where
         request.extensions_mut().insert(session.clone());
 
         // The first attempt uses the service `poll_ready` prepared; a retry
-        // drives a fresh clone to readiness.
-        let mut service = match first.take() {
-            Some(service) => service,
-            None => {
-                let mut service = template.clone();
-                std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
-                service
-            }
+        // drives a fresh clone to readiness (no clone unless one is needed).
+        let mut response = if attempt == 1 {
+            inner.call(request).await?
+        } else {
+            let mut service = inner.clone();
+            std::future::poll_fn(|cx| service.poll_ready(cx)).await?;
+            service.call(request).await?
         };
-        let mut response = service.call(request).await?;
 
         let retry_requested = response.extensions().get::<RetryRequest>().is_some();
         let conflict: Option<Option<TxnError>> = if retry_requested {

@@ -130,7 +130,7 @@ impl Session {
             if container.session(tx, &key)?.is_none() {
                 return Ok(false);
             }
-            Ok(!container.names(tx, &key, package)?.is_empty())
+            Ok(container.has_names(tx, &key, package)?)
         })?;
         Ok(exists.then(|| SessionPkgData::new(self.clone(), container, key, package)))
     }

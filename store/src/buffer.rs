@@ -430,6 +430,30 @@ impl Buffer {
         Ok(names.into_iter().collect())
     }
 
+    /// [`SessionContainer::has_names`](crate::SessionContainer::has_names):
+    /// as `!names(..).is_empty()`, recording the same read, without listing
+    /// the stored names when nothing of the package is buffered.
+    pub(crate) fn has_names(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<bool, StoreError> {
+        if self.buffered(client, Some(package)).next().is_some() {
+            // Buffered writes and removals change the set: count it.
+            return Ok(!self.names(view, at, client, package)?.is_empty());
+        }
+        check_part("package id", package)?;
+        let (live, hidden) = self.liveness(view, at, client)?;
+        if !live || hidden {
+            return Ok(false);
+        }
+        let (version, has_names) = view.package_state(client, package)?;
+        self.record_read(RecordKey::Names(*client, package.to_owned()), version)?;
+        Ok(has_names)
+    }
+
     /// [`SessionContainer::packages`](crate::SessionContainer::packages).
     pub(crate) fn packages(
         &mut self,
@@ -670,6 +694,15 @@ macro_rules! impl_session_container {
                 package: &str,
             ) -> Result<Vec<String>, $crate::StoreError> {
                 self.with_buffer(tx, |b, v, at| b.names(v, at, client, package))
+            }
+
+            fn has_names(
+                &self,
+                tx: &mut ::keel_txn::Transaction,
+                client: &$crate::ClientKey,
+                package: &str,
+            ) -> Result<bool, $crate::StoreError> {
+                self.with_buffer(tx, |b, v, at| b.has_names(v, at, client, package))
             }
 
             fn packages(

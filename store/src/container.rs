@@ -208,6 +208,20 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
         package: &str,
     ) -> Result<Vec<String>, StoreError>;
 
+    /// Whether package `package` holds at least one name: `!names(..).is_empty()`
+    /// (the default), which a container may answer without listing them.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    fn has_names(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<bool, StoreError> {
+        Ok(!self.names(tx, client, package)?.is_empty())
+    }
+
     /// The packages of the session that hold at least one name, sorted.
     ///
     /// # Errors

@@ -132,6 +132,37 @@ where
         Ok(names)
     }
 
+    fn package_state(
+        &mut self,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<(u64, bool), StoreError> {
+        // One range over the package's keys: its items, then its name-set
+        // version key, which sorts last. A package with many names ends the
+        // walk early and looks its version up directly.
+        const WALK: usize = 8;
+        let prefix = codec::package_key(client, package);
+        let bounds = codec::prefix_bounds(&prefix);
+        let version_key = codec::names_version_key(client, package);
+        let mut has_names = false;
+        let range = self
+            .data
+            .range::<&[u8]>(codec::as_slices(&bounds))
+            .map_err(storage(READ))?;
+        for entry in range.take(WALK) {
+            let (key, value) = entry.map_err(storage(READ))?;
+            if key.value() == version_key.as_slice() {
+                return Ok((codec::decode_version(client, value.value())?, has_names));
+            }
+            has_names = true;
+        }
+        if !has_names {
+            // An empty range: no names and no version record.
+            return Ok((0, false));
+        }
+        Ok((self.version_at(client, &version_key)?, true))
+    }
+
     fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError> {
         let mut packages: Vec<String> = Vec::new();
         self.data_keys(client.as_bytes(), |key| {
@@ -255,6 +286,14 @@ impl ReadView for WriteTables<'_> {
 
     fn names(&mut self, client: &ClientKey, package: &str) -> Result<Vec<String>, StoreError> {
         (&self.view).names(client, package)
+    }
+
+    fn package_state(
+        &mut self,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<(u64, bool), StoreError> {
+        (&self.view).package_state(client, package)
     }
 
     fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError> {

@@ -31,6 +31,19 @@ pub(crate) trait ReadView {
     /// The names of a package, sorted.
     fn names(&mut self, client: &ClientKey, package: &str) -> Result<Vec<String>, StoreError>;
 
+    /// `names_version(client, package)` and whether `names(client, package)`
+    /// is not empty; a store may answer both with one lookup.
+    fn package_state(
+        &mut self,
+        client: &ClientKey,
+        package: &str,
+    ) -> Result<(u64, bool), StoreError> {
+        Ok((
+            self.names_version(client, package)?,
+            !self.names(client, package)?.is_empty(),
+        ))
+    }
+
     /// The packages of a session that hold at least one name, sorted.
     fn packages(&mut self, client: &ClientKey) -> Result<Vec<String>, StoreError>;
 

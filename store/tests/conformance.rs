@@ -695,6 +695,103 @@ fn bad_input_is_a_typed_error(kind: Kind) {
     assert_eq!(env.committed(1, "", ""), Some(1));
 }
 
+/// `has_names` (answered without listing stored names when nothing of the
+/// package is buffered) agrees with `names` after every step of random
+/// sequences: stored and buffered inserts and removals, commits, aborts,
+/// deletes, expiry, in neighbouring packages ("a" and "ab" are adjacent in
+/// key order).
+fn has_names_agrees_with_names(kind: Kind) {
+    use proptest::{collection::vec, test_runner::TestRunner};
+
+    const PACKAGES: [&str; 3] = ["a", "ab", "b"];
+    let ops = vec((0u8..6, 0usize..3, 0u8..2), 1..30);
+    let mut runner = TestRunner::default();
+    runner
+        .run(&ops, |ops| {
+            let env = Env::default_for(kind);
+            let c = &env.container;
+            let mut tx = env.manager.begin();
+            for (op, p, n) in ops {
+                let (package, name) = (PACKAGES[p], format!("n{n}"));
+                match op {
+                    0 => {
+                        c.create_session(&mut tx, &key(1)).unwrap();
+                        env.put(&mut tx, 1, package, &name, 1);
+                    }
+                    1 => {
+                        // Fails harmlessly when there is no live session.
+                        let _ = c.remove(&mut tx, &key(1), package, &name);
+                    }
+                    2 => {
+                        tx.commit().unwrap();
+                        tx = env.manager.begin();
+                    }
+                    3 => {
+                        tx.abort();
+                        tx = env.manager.begin();
+                    }
+                    4 => {
+                        c.delete_session(&mut tx, &key(1)).unwrap();
+                    }
+                    _ => {
+                        // Past the timeout: the session expires.
+                        tx.abort();
+                        env.clock.advance(5_000);
+                        tx = env.manager.begin();
+                    }
+                }
+                for package in PACKAGES {
+                    let names = c.names(&mut tx, &key(1), package).unwrap();
+                    let has = c.has_names(&mut tx, &key(1), package).unwrap();
+                    assert_eq!(has, !names.is_empty(), "{package}: {names:?}");
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Asking whether a package holds names reads its name set: a commit after
+/// it conflicts exactly when another transaction changed that name set
+/// meanwhile, for a small package and for one with many names.
+fn a_names_probe_conflicts_exactly_when_the_name_set_changed(kind: Kind) {
+    for (client, names) in [(1, 1), (2, 12)] {
+        let env = Env::default_for(kind);
+        let c = &env.container;
+        let mut tx = env.manager.begin();
+        c.create_session(&mut tx, &key(client)).unwrap();
+        for n in 0..names {
+            env.put(&mut tx, client, "app", &format!("n{n:02}"), 0);
+        }
+        tx.commit().unwrap();
+
+        for name_set_changes in [false, true] {
+            let mut probe = env.manager.begin();
+            assert!(c.has_names(&mut probe, &key(client), "app").unwrap());
+            env.put(&mut probe, client, "other", "x", 1);
+
+            let mut other = env.manager.begin();
+            let name = if name_set_changes {
+                format!("added{name_set_changes}")
+            } else {
+                "n00".to_owned()
+            };
+            env.put(&mut other, client, "app", &name, 7);
+            other.commit().unwrap();
+
+            let result = probe.commit();
+            assert_eq!(
+                result.is_err(),
+                name_set_changes,
+                "{names} names, name set changed: {name_set_changes}: {result:?}"
+            );
+            if let Err(err) = result {
+                assert!(err.is_retryable(), "{err}");
+            }
+        }
+    }
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod ram {
@@ -708,6 +805,8 @@ macro_rules! conformance {
 
 conformance!(
     session_lifecycle,
+    has_names_agrees_with_names,
+    a_names_probe_conflicts_exactly_when_the_name_set_changed,
     create_session_returns_the_live_one,
     a_transaction_reads_its_own_writes,
     an_aborted_transaction_leaves_no_trace,
