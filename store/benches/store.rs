@@ -8,6 +8,11 @@
 //! `--quick` skips the 1M-session sweep, `--commits-only` and `--sweep-only`
 //! measure one part. `KEEL_SWEEP_BATCH` sets the sessions per sweep call
 //! (default 1000). Files go to `KEEL_BENCH_DIR` or cargo's target temp dir.
+//!
+//! `KEEL_SWEEP_FIXTURES=DIR` is for iterating on the sweep: each sweep
+//! database is loaded once into `DIR` (kept between runs) and every run
+//! sweeps a fresh copy of it, opened cold. Such runs print "fixture copy"
+//! and no load time; quoted figures come from runs without it.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -175,7 +180,8 @@ fn sweep_batch() -> usize {
 }
 
 struct SweepFigures {
-    load: Duration,
+    /// `None` for a copy of a fixture.
+    load: Option<Duration>,
     /// One time per group of expired sessions, sorted.
     sweeps: Vec<Duration>,
     removed: u64,
@@ -193,7 +199,8 @@ impl SweepFigures {
 /// sweeping it (batches of 1000) is timed. Several groups give a median on a
 /// noisy machine without loading the large database again.
 fn sweep_among(dir: &Path, expired: u64, groups: u64, live: u64) -> SweepFigures {
-    let path = fresh(dir, &format!("sweep-{live}.redb"));
+    let name = format!("sweep-{live}-{expired}x{groups}.redb");
+    let path = fresh(dir, &name);
     let clock = ManualClock::new(0);
     let (timeout, resolution) = (3_600, 600);
     let options = RedbOptions::new()
@@ -203,14 +210,35 @@ fn sweep_among(dir: &Path, expired: u64, groups: u64, live: u64) -> SweepFigures
                 .with_resolution(resolution),
         )
         .with_clock(Arc::new(clock.clone()));
-    let container = RedbContainer::open_with(&path, options).unwrap();
     let group_at = |g: u64| 1_000 + g * 10_000;
+    let fixtures = std::env::var_os("KEEL_SWEEP_FIXTURES").map(PathBuf::from);
+    let load_all = |path: &Path| {
+        let container = RedbContainer::open_with(path, options.clone()).unwrap();
+        for g in 0..groups {
+            load(&container, &clock, g * expired, expired, group_at(g));
+        }
+        load(&container, &clock, groups * expired, live, 1_000_000);
+        container
+    };
     let started = Instant::now();
-    for g in 0..groups {
-        load(&container, &clock, g * expired, expired, group_at(g));
-    }
-    load(&container, &clock, groups * expired, live, 1_000_000);
-    let load_time = started.elapsed();
+    let (container, load_time) = match &fixtures {
+        None => {
+            let container = load_all(&path);
+            (container, Some(started.elapsed()))
+        }
+        Some(fixtures) => {
+            std::fs::create_dir_all(fixtures).unwrap();
+            let fixture = fixtures.join(&name);
+            if !fixture.exists() {
+                let partial = fixtures.join(format!("{name}.partial"));
+                let _ = std::fs::remove_file(&partial);
+                drop(load_all(&partial));
+                std::fs::rename(&partial, &fixture).unwrap();
+            }
+            std::fs::copy(&fixture, &path).unwrap();
+            (RedbContainer::open_with(&path, options).unwrap(), None)
+        }
+    };
     let mut sweeps = Vec::new();
     let mut removed = 0;
     for g in 0..groups {
@@ -313,12 +341,15 @@ fn main() {
     }
 
     let report = |label: &str, f: &SweepFigures| {
+        let load = match f.load {
+            Some(took) => format!("load took {took:?}"),
+            None => "fixture copy".to_owned(),
+        };
         println!(
-            "sweep 10k expired among {label} live: median {:?} of {:?} ({} removed; load took {:?}; file {} MiB)",
+            "sweep 10k expired among {label} live: median {:?} of {:?} ({} removed; {load}; file {} MiB)",
             f.median(),
             f.sweeps,
             f.removed,
-            f.load,
             f.file_bytes >> 20
         );
     };

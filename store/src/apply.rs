@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use crate::{
     ClientKey, ExpiryPolicy, StoreError, SweepReport,
     codec::{ItemKey, RecordKey, SessionRecord},
-    view::{ReadView, WriteView},
+    view::{ReadView, Taken, WriteView},
 };
 
 /// Everything a transaction commits: the versions it read (to validate) and
@@ -187,7 +187,8 @@ pub(crate) fn apply<W: WriteView>(
 
 /// Delete the sessions `clients` and all their data (admin); returns how many
 /// existed. Deleting changes the session's version, so a transaction in
-/// flight that read one of them conflicts instead of resurrecting it.
+/// flight that read one of them conflicts instead of resurrecting it. A
+/// session record that does not decode is deleted too (and counted).
 ///
 /// # Errors
 /// Storage errors of the view.
@@ -197,16 +198,22 @@ pub(crate) fn delete_sessions<W: WriteView>(
 ) -> Result<u64, StoreError> {
     let mut deleted = 0;
     for client in clients {
-        if view.take_session(client)?.is_some() {
-            view.wipe(client)?;
-            deleted += 1;
+        match view.take_session(client)? {
+            Taken::Absent => {}
+            Taken::Record(_) | Taken::Damaged => {
+                view.wipe(client)?;
+                deleted += 1;
+            }
         }
     }
     Ok(deleted)
 }
 
 /// Delete up to `batch` sessions that have expired at `now`, reading only
-/// expired index entries.
+/// expired index entries. A session whose record does not decode, met
+/// through an expired index entry, is deleted with its data as well (not
+/// counted as removed: whether it had expired cannot be told), so that
+/// damage neither fails the sweep's commit nor stays behind forever.
 ///
 /// # Errors
 /// Storage errors of the view.
@@ -224,16 +231,19 @@ pub(crate) fn sweep<W: WriteView>(
     let more = candidates.len() > batch;
     let mut removed = 0;
     for client in candidates.into_iter().take(batch) {
-        // The indexes are exact, so every candidate has expired; the check
-        // guards against a damaged index all the same.
-        let Some(old) = view.take_session(&client)? else {
-            continue;
-        };
-        if policy.is_expired(old.created, old.last_access, now) {
-            view.wipe(&client)?;
-            removed += 1;
-        } else {
-            view.put_session(&client, None, &old)?;
+        match view.take_session(&client)? {
+            Taken::Absent => {}
+            // The indexes are exact, so every candidate has expired; the
+            // check guards against a damaged index all the same.
+            Taken::Record(old) => {
+                if policy.is_expired(old.created, old.last_access, now) {
+                    view.wipe(&client)?;
+                    removed += 1;
+                } else {
+                    view.put_session(&client, None, &old)?;
+                }
+            }
+            Taken::Damaged => view.wipe(&client)?,
         }
     }
     Ok(SweepReport { removed, more })

@@ -355,6 +355,9 @@ fn run_job(
             match apply::validate(tables, changes) {
                 Ok(()) => {}
                 Err(conflict @ StoreError::Conflict { .. }) => return Ok(Err(conflict)),
+                // Validation writes nothing: a record it cannot decode (a
+                // damaged file) fails this commit alone, not its batch.
+                Err(damaged @ StoreError::CorruptRecord { .. }) => return Ok(Err(damaged)),
                 Err(err) => return Err(err),
             }
             if changes.has_writes() {

@@ -22,7 +22,7 @@ use crate::{
     apply::{self, ChangeSet},
     buffer::{At, Buffer, BufferSavepoint, Validation, to_tree},
     codec::{self, ItemKey, SessionRecord},
-    view::{ReadView, WriteView},
+    view::{ReadView, Taken, WriteView},
 };
 
 /// Process-wide counter that makes every RAM container's sort key unique.
@@ -320,12 +320,15 @@ impl WriteView for RamState {
         Ok(())
     }
 
-    fn take_session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
-        let old = self.sessions.remove(client);
-        if let Some(old) = &old {
-            self.unindex(client, old);
-        }
-        Ok(old)
+    fn take_session(&mut self, client: &ClientKey) -> Result<Taken, StoreError> {
+        // RAM holds decoded records: none is ever damaged.
+        Ok(match self.sessions.remove(client) {
+            Some(old) => {
+                self.unindex(client, &old);
+                Taken::Record(old)
+            }
+            None => Taken::Absent,
+        })
     }
 
     fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError> {

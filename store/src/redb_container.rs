@@ -391,6 +391,10 @@ impl DataManager for RedbDm {
     fn commit(&mut self) -> Result<(), BoxError> {
         // Every read is done: release the snapshot so it pins no pages.
         self.snapshot = None;
+        if !self.buffer.may_write() {
+            // Read-only: nothing to encode, validate or send.
+            return Ok(());
+        }
         let changes = std::mem::take(&mut self.buffer)
             .change_set(Validation::IfWrites, |key: &ItemKey, value| {
                 Ok(codec::encode_value(&to_tree(key, value)?))

@@ -7,7 +7,7 @@ use crate::{
     ClientKey, StoreError, Value,
     codec::{self, DataKey, ItemKey, SessionRecord},
     tables,
-    view::{ReadView, WriteView},
+    view::{ReadView, Taken, WriteView},
 };
 
 /// A redb error as a [`StoreError::Storage`] of `operation`.
@@ -332,18 +332,29 @@ impl WriteView for WriteTables<'_> {
         Ok(())
     }
 
-    fn take_session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError> {
-        let old = match self
+    fn take_session(&mut self, client: &ClientKey) -> Result<Taken, StoreError> {
+        let decoded = match self
             .view
             .sessions
             .remove(client.as_bytes())
             .map_err(storage(WRITE))?
         {
-            Some(bytes) => codec::decode_session(client, bytes.value())?,
-            None => return Ok(None),
+            Some(bytes) => codec::decode_session(client, bytes.value()),
+            None => return Ok(Taken::Absent),
         };
-        self.reindex(client, Some(&old), None)?;
-        Ok(Some(old))
+        match decoded {
+            Ok(old) => {
+                self.reindex(client, Some(&old), None)?;
+                Ok(Taken::Record(old))
+            }
+            // NOTE: removed, not returned as an error: failing here would
+            // fail every commit of the committer's batch (KS-1 in
+            // docs/FUZZING.md), and nothing can read the record anyway.
+            Err(err) => {
+                tracing::warn!(%client, error = %err, "removing a session record that does not decode");
+                Ok(Taken::Damaged)
+            }
+        }
     }
 
     fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError> {
@@ -442,7 +453,18 @@ impl WriteView for WriteTables<'_> {
                     broken.push((by_created, raw));
                     continue;
                 };
-                let matches = self.session(&client).ok().flatten().is_some_and(|record| {
+                let record = match self.session(&client) {
+                    Ok(record) => record,
+                    // The entry is the only trace of the session's times:
+                    // drop it, and let the sweep remove the record.
+                    Err(StoreError::CorruptRecord { .. }) => {
+                        found.insert(client);
+                        broken.push((by_created, raw));
+                        continue;
+                    }
+                    Err(err) => return Err(err),
+                };
+                let matches = record.is_some_and(|record| {
                     let time = if by_created {
                         record.created
                     } else {

@@ -58,6 +58,19 @@ pub(crate) trait ReadView {
     }
 }
 
+/// What [`WriteView::take_session`] removed.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// Nothing: there was no session record.
+    Absent,
+    /// The session record.
+    Record(SessionRecord),
+    /// A session record that does not decode (a damaged file), removed all
+    /// the same. Its index entries cannot be computed; the sweep drops them
+    /// as stale when it meets them.
+    Damaged,
+}
+
 /// The writes of a commit, applied to the current state. Implementations
 /// keep their indexes (expiry, principal) in step with the session records.
 pub(crate) trait WriteView: ReadView {
@@ -78,7 +91,7 @@ pub(crate) trait WriteView: ReadView {
 
     /// Delete a session record (not its data) and return it: one lookup
     /// where [`ReadView::session`] and [`WriteView::delete_session`] take two.
-    fn take_session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError>;
+    fn take_session(&mut self, client: &ClientKey) -> Result<Taken, StoreError>;
 
     /// Delete every value and name-set version of a session.
     fn wipe(&mut self, client: &ClientKey) -> Result<(), StoreError>;
@@ -107,6 +120,9 @@ pub(crate) trait WriteView: ReadView {
 
     /// Up to `limit` sessions from the expiry indexes: last access before
     /// `idle_before`, or creation before `created_before`. Reads only those.
+    /// Index entries that are damaged, or that no session record matches,
+    /// are removed instead; a session whose record does not decode is
+    /// returned (and its index entry removed), for the sweep to remove.
     fn expired(
         &mut self,
         idle_before: Option<u64>,

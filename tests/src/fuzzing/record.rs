@@ -457,11 +457,12 @@ fn expected_error(err: &StoreError) -> bool {
     ) || (tolerate_known_issues() && known_issue(err))
 }
 
-/// Known store issue KS-1 (docs/FUZZING.md): a damaged record met by the
-/// committer (a sweep reading an index key or session record, an admin
-/// delete) fails the whole group-commit batch as [`StoreError::Storage`]
-/// "committing to the session database", its source the `CorruptRecord`,
-/// and the committer reopens the database.
+/// The shape of store issue KS-1 (docs/FUZZING.md), now fixed: a damaged
+/// record met by the committer failed the whole group-commit batch as
+/// [`StoreError::Storage`] "committing to the session database", its source
+/// the `CorruptRecord`. Sweeps and admin deletes now remove such records,
+/// and a request commit whose validation meets one fails alone with
+/// `CorruptRecord`; the replay keeps this shape an error.
 pub fn known_issue(err: &StoreError) -> bool {
     match err {
         StoreError::Storage { source, .. } => {
