@@ -556,7 +556,10 @@ impl ClientIdManager for CookieClientIdManager {
         for header in request_headers.get_all(COOKIE) {
             // NOTE: bytes that are not UTF-8 become U+FFFD; that only spoils
             // the pair they are in (an id is ASCII). No copy for valid input.
-            let text = String::from_utf8_lossy(header.as_bytes());
+            let text = match header.to_str() {
+                Ok(text) => std::borrow::Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(header.as_bytes()),
+            };
             for pair in Cookie::split_parse(text.as_ref()) {
                 let Ok(cookie) = pair else { continue };
                 if cookie.name() != self.config.name {

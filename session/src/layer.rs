@@ -193,19 +193,24 @@ where
 {
     let respond = |failure: CommitFailure| (layer.responder)(&failure).map(ResBody::from);
     let (parts, body) = request.into_parts();
-    let body = match Limited::new(body, layer.max_body_bytes).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) => {
-            let failure = if err.is::<http_body_util::LengthLimitError>() {
-                CommitFailure::BodyTooLarge {
-                    limit: layer.max_body_bytes,
-                }
-            } else {
-                CommitFailure::BodyUnreadable {
-                    message: err.to_string(),
-                }
-            };
-            return Ok(respond(failure));
+    // A request without a body (most GETs) has nothing to buffer.
+    let body = if body.is_end_stream() {
+        Bytes::new()
+    } else {
+        match Limited::new(body, layer.max_body_bytes).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(err) => {
+                let failure = if err.is::<http_body_util::LengthLimitError>() {
+                    CommitFailure::BodyTooLarge {
+                        limit: layer.max_body_bytes,
+                    }
+                } else {
+                    CommitFailure::BodyUnreadable {
+                        message: err.to_string(),
+                    }
+                };
+                return Ok(respond(failure));
+            }
         }
     };
     let transactions = layer.manager.transaction_manager();
