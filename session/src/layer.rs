@@ -125,7 +125,7 @@ impl<S> Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SessionService {
             inner,
-            layer: self.clone(),
+            layer: Arc::new(self.clone()),
         }
     }
 }
@@ -134,7 +134,9 @@ impl<S> Layer<S> for SessionLayer {
 #[derive(Clone)]
 pub struct SessionService<S> {
     inner: S,
-    layer: SessionLayer,
+    // NOTE: one `Arc` for the whole layer: each request takes a handle on
+    // it, and the layer's own fields are three reference counts.
+    layer: Arc<SessionLayer>,
 }
 
 impl<S> fmt::Debug for SessionService<S> {
@@ -170,7 +172,7 @@ where
         // one for the first attempt and leave a fresh clone in its place.
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
-        let layer = self.layer.clone();
+        let layer = Arc::clone(&self.layer);
         let span = tracing::debug_span!(
             "keel.session",
             method = %request.method(),
@@ -181,7 +183,7 @@ where
 }
 
 async fn handle<S, ReqBody, ResBody>(
-    layer: SessionLayer,
+    layer: Arc<SessionLayer>,
     inner: S,
     request: Request<ReqBody>,
 ) -> Result<Response<ResBody>, Infallible>

@@ -18,10 +18,17 @@
 //!   FULL`, so still durable) for a tuned variant.
 //! - `memory`: tower-sessions' `MemoryStore` (a mutex-guarded `HashMap`).
 //!
+//! Uses mimalloc as its global allocator, like `keel serve`.
+//!
 //! Prints `listening on http://ADDR` once ready (`--addr 127.0.0.1:0` picks a
 //! free port) and stops gracefully on SIGTERM or Ctrl-C.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+// The allocator `keel serve` uses (cli/src/main.rs): both servers run on the
+// same one, so the comparison is of the session libraries.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
 use clap::{Parser, ValueEnum};
