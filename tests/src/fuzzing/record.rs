@@ -6,7 +6,8 @@
 //! are written with redb into an in-memory disk whose redb structure is
 //! intact, and the database is opened and read through
 //! [`RedbContainer`]'s public API: every request read, every admin read, a
-//! sweep, and a few writes (create, insert, rename, delete).
+//! sweep, a few writes (create, insert, rename, delete) and an admin delete
+//! of every stored session.
 //!
 //! The store's record decoders are private; this is their narrowest public
 //! path, and it also covers what the container does with what they decode.
@@ -23,6 +24,8 @@
 //!   conflict in a single-threaded run; an unusable meta record refuses the
 //!   open;
 //! - the admin listing shows no session that has no session record;
+//! - `has_names` agrees with `names`;
+//! - an admin delete of every stored session succeeds and leaves none.
 //! - a key ring or client key that decodes re-encodes to the input.
 
 use std::{collections::BTreeSet, str::FromStr, sync::Arc};
@@ -579,6 +582,15 @@ fn exercise_container(case: &Case) {
         for package in packages.iter().take(MAX_READS) {
             let names =
                 expect("names", container.names(&mut tx, client, package)).unwrap_or_default();
+            if let Some(has_names) =
+                expect("has_names", container.has_names(&mut tx, client, package))
+            {
+                assert_eq!(
+                    has_names,
+                    !names.is_empty(),
+                    "has_names of {package:?}: {names:?}"
+                );
+            }
             for name in names.iter().take(MAX_READS) {
                 if let Some(Some(value)) =
                     expect("get", container.get(&mut tx, client, package, name))
@@ -667,6 +679,28 @@ fn exercise_container(case: &Case) {
         tx.abort();
     }
     expect("session_detail", container.session_detail(&second));
+
+    // An admin delete of every stored session succeeds whatever their
+    // records hold (a damaged one is removed too), and leaves none of them.
+    let doomed: Vec<ClientKey> = stored.iter().copied().collect();
+    if let Err(err) = container.delete_sessions(&doomed) {
+        panic!("delete_sessions: unexpected error {err:?}");
+    }
+    let mut tx = manager.begin();
+    for client in &doomed {
+        if let Some(info) = expect("session after delete", container.session(&mut tx, client)) {
+            assert!(info.is_none(), "session {client} survived its deletion");
+        }
+    }
+    tx.abort();
+    if let Some(listed) = expect("list_sessions", container.list_sessions(None, 64)) {
+        for summary in &listed {
+            assert!(
+                !doomed.contains(&summary.key),
+                "deleted yet listed: {summary:?}"
+            );
+        }
+    }
 }
 
 /// A key ring that decodes re-encodes to the same bytes.
