@@ -311,10 +311,7 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 
 /// The stored count, 0 for a client without one.
 fn current_count(session: &Session) -> Result<u64, SessionError> {
-    Ok(match session.get(DEMO_PACKAGE)? {
-        Some(data) => data.get::<u64>("count")?.unwrap_or(0),
-        None => 0,
-    })
+    Ok(session.value::<u64>(DEMO_PACKAGE, "count")?.unwrap_or(0))
 }
 
 fn increment_count(session: &Session) -> Result<u64, SessionError> {

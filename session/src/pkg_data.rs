@@ -69,16 +69,9 @@ impl SessionPkgData {
         &self,
         name: &str,
     ) -> Result<Option<T>, SessionError> {
-        let Some(value) = self.get_value(name)? else {
-            return Ok(None);
-        };
-        value.to_typed::<T>().map(Some).map_err(|err| {
-            SessionError::Store(StoreError::WrongType {
-                package: self.package.clone(),
-                key: name.to_owned(),
-                source: Box::new(err),
-            })
-        })
+        self.get_value(name)?
+            .map(|value| typed(&value, &self.package, name))
+            .transpose()
     }
 
     /// The value stored under `name`, untyped.
@@ -168,4 +161,19 @@ impl SessionPkgData {
         }
         Ok(pairs)
     }
+}
+
+/// `value` as a `T`, or [`StoreError::WrongType`] naming `package` and `name`.
+pub(crate) fn typed<T: DeserializeOwned + 'static>(
+    value: &SessionValue,
+    package: &str,
+    name: &str,
+) -> Result<T, SessionError> {
+    value.to_typed::<T>().map_err(|err| {
+        SessionError::Store(StoreError::WrongType {
+            package: package.to_owned(),
+            key: name.to_owned(),
+            source: Box::new(err),
+        })
+    })
 }

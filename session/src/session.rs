@@ -7,6 +7,7 @@ use http::{HeaderMap, Method};
 use keel_store::{ClientKey, SessionContainer};
 use keel_txn::Transaction;
 use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
 
 use crate::{
     ClientId, ClientIdManager, ContainerRegistry, SessionError, SessionPkgData,
@@ -133,6 +134,50 @@ impl Session {
             Ok(container.has_names(tx, &key, package)?)
         })?;
         Ok(exists.then(|| SessionPkgData::new(self.clone(), container, key, package)))
+    }
+
+    /// The value under `name` in package `package`, as a `T`; `None` if the
+    /// client has no live session or the package holds no such name. Never
+    /// creates anything; counts as an access, like [`get`](Session::get).
+    ///
+    /// The shortcut for reading one value: `get(package)?` followed by
+    /// [`SessionPkgData::get`] gives the same answer, but first asks whether
+    /// the package holds anything at all, one more lookup.
+    ///
+    /// ```
+    /// # use keel_session::doc_support::session_for_docs;
+    /// let session = session_for_docs();
+    /// assert_eq!(session.value::<u64>("my.app", "visits")?, None);
+    /// session.pkg("my.app")?.insert("visits", 3u64)?;
+    /// assert_eq!(session.value::<u64>("my.app", "visits")?, Some(3));
+    /// # Ok::<(), keel_session::SessionError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`get`](Session::get); [`StoreError::WrongType`] (as
+    /// [`SessionError::Store`]) naming the package and key if the stored value
+    /// is not a `T`.
+    ///
+    /// [`SessionPkgData::get`]: crate::SessionPkgData::get
+    /// [`StoreError::WrongType`]: keel_store::StoreError::WrongType
+    pub fn value<T: DeserializeOwned + 'static>(
+        &self,
+        package: &str,
+        name: &str,
+    ) -> Result<Option<T>, SessionError> {
+        let container = Arc::clone(self.context.containers.lookup(package)?);
+        let Some(key) = self.client_key() else {
+            return Ok(None);
+        };
+        let stored = self.with_tx(|tx| {
+            if container.session(tx, &key)?.is_none() {
+                return Ok(None);
+            }
+            Ok(container.get(tx, &key, package, name)?)
+        })?;
+        stored
+            .map(|value| crate::pkg_data::typed(&value, package, name))
+            .transpose()
     }
 
     /// The data of package `package`, creating the session (and minting a

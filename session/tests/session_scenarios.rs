@@ -346,3 +346,45 @@ fn an_aborted_request_sets_no_cookie_and_writes_nothing() {
 // - 88 (resurrection of an unswept stale session) is forbidden in Keel: an
 //   expired session is never returned (tested above).
 // - 56: legacy pickle attributes have no Rust equivalent.
+
+/// `Session::value(pkg, name)` answers what `get(pkg)` then `get(name)`
+/// answers, in every state a client can be in, and counts as an access.
+#[test]
+fn value_reads_one_value_as_get_then_get_does() {
+    let h = Harness::new();
+    let via_value = |cookie: Option<&str>, package: &str, name: &str| {
+        let s = h.get(cookie);
+        let value = s.value::<u64>(package, name).unwrap();
+        assert_eq!(finish(&s), Cookie::None, "a read sets no cookie");
+        value
+    };
+    // No id at all, then an id with data.
+    assert_eq!(via_value(None, "p", "n"), None);
+    let id = write(&h, None, "p", "n", 7);
+    for (package, name) in [("p", "n"), ("p", "other"), ("q", "n")] {
+        assert_eq!(
+            via_value(Some(&id), package, name),
+            read(&h, Some(&id), package, name),
+            "{package}/{name}"
+        );
+    }
+    assert_eq!(via_value(Some(&id), "p", "n"), Some(7));
+
+    // Reads through `value` alone keep the session alive (timeout 100 s).
+    for _ in 0..5 {
+        h.clock.advance(60);
+        assert_eq!(via_value(Some(&id), "p", "n"), Some(7));
+    }
+    // Expired: nothing, and nothing created.
+    h.clock.advance(111);
+    assert_eq!(via_value(Some(&id), "p", "n"), None);
+    assert_eq!(read(&h, Some(&id), "p", "n"), None);
+
+    // A wrong type names the package and key.
+    let id = write(&h, None, "p", "n", 5);
+    let err = h.get(Some(&id)).value::<String>("p", "n").unwrap_err();
+    assert!(matches!(
+        err,
+        SessionError::Store(StoreError::WrongType { ref package, ref key, .. }) if package == "p" && key == "n"
+    ));
+}

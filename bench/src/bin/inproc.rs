@@ -43,10 +43,7 @@ struct Count {
 async fn keel_read(
     session: keel_session::Session,
 ) -> Result<Json<Count>, keel_session::SessionError> {
-    let count = match session.get("keel.demo")? {
-        Some(data) => data.get::<u64>("count")?.unwrap_or(0),
-        None => 0,
-    };
+    let count = session.value::<u64>("keel.demo", "count")?.unwrap_or(0);
     Ok(Json(Count { count }))
 }
 
