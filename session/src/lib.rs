@@ -40,6 +40,7 @@
 //!   manager together, and hands out one [`Session`] per request.
 //! - [`Session`] -> [`SessionPkgData`]: per-package mappings of names to
 //!   values, buffered in the request's transaction and serialized at commit.
+//!   [`Session::value`] reads one value without first asking for the package.
 //! - [`SessionLayer`]: the tower middleware (with the `axum` feature, `Session`
 //!   is an extractor); [`template_object`] (feature `minijinja`) and
 //!   [`Session::resolve_path`] give templates read-only access.

@@ -45,6 +45,11 @@
 //! - [`Transaction`]: lazy joining, two-phase commit in sort-key order,
 //!   [`doom`](Transaction::doom), savepoints across all joined data managers,
 //!   before/after-commit and before/after-abort hooks.
+//! - Commits that wait without blocking a thread: a data manager may hand its
+//!   vote back as a future ([`DataManager::tpc_vote_async`]), which
+//!   [`Transaction::commit_async`] awaits; with the `async` feature,
+//!   `commit_without_blocking` commits inline, as a task, or on tokio's
+//!   blocking pool, whichever is the cheapest safe choice.
 //! - [`TxnError`]: one error type; a data manager's error comes back
 //!   unchanged as the source, and [`TxnError::is_retryable`] keeps conflicts
 //!   apart from fatal errors.
