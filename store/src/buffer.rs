@@ -5,6 +5,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use keel_txn::{BoxError, SavepointState};
+
 use crate::{
     ClientKey, ExpiryPolicy, SessionInfo, SessionValue, StoreError, Value,
     apply::{ChangeSet, RecordChange, SessionChange},
@@ -500,18 +502,26 @@ impl Buffer {
     }
 
     /// Capture the buffered writes.
-    pub(crate) fn savepoint(&self) -> BufferSavepoint {
-        BufferSavepoint {
+    pub(crate) fn savepoint(&self) -> SavepointState {
+        Box::new(BufferSavepoint {
             sessions: self.sessions.clone(),
             items: self.items.clone(),
-        }
+        })
     }
 
-    /// Restore the buffered writes of `savepoint`. The read set is kept: what
-    /// was read stays validated, which is conservative and correct.
-    pub(crate) fn rollback(&mut self, savepoint: &BufferSavepoint) {
+    /// Restore the buffered writes captured by [`savepoint`](Self::savepoint).
+    /// The read set is kept: what was read stays validated, which is
+    /// conservative and correct.
+    ///
+    /// # Errors
+    /// If `state` was not captured by a buffer.
+    pub(crate) fn rollback(&mut self, state: &SavepointState) -> Result<(), BoxError> {
+        let savepoint = state
+            .downcast_ref::<BufferSavepoint>()
+            .ok_or("savepoint state of another data manager")?;
         self.sessions = savepoint.sessions.clone();
         self.items = savepoint.items.clone();
+        Ok(())
     }
 
     /// The change set to commit, converting every buffered value with

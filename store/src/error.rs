@@ -146,6 +146,15 @@ impl StoreError {
             _ => false,
         }
     }
+
+    /// Whether `error`, raised by a container's data manager, is a retryable
+    /// `StoreError` (what both containers answer to
+    /// `DataManager::should_retry`).
+    pub(crate) fn is_retryable_source(error: &(dyn std::error::Error + 'static)) -> bool {
+        error
+            .downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_retryable)
+    }
 }
 
 impl keel_txn::Retryable for StoreError {

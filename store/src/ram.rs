@@ -20,7 +20,7 @@ use crate::{
     StoreError, SweepReport, SystemClock, Value,
     admin::{StatsBuilder, summary},
     apply::{self, ChangeSet},
-    buffer::{At, Buffer, BufferSavepoint, Validation, to_tree},
+    buffer::{At, Buffer, Validation, to_tree},
     codec::{self, ItemKey, SessionRecord},
     view::{ReadView, Taken, WriteView},
 };
@@ -595,21 +595,15 @@ impl DataManager for RamDm {
     }
 
     fn savepoint(&mut self) -> Option<SavepointState> {
-        Some(Box::new(self.buffer.savepoint()))
+        Some(self.buffer.savepoint())
     }
 
     fn rollback(&mut self, state: &SavepointState) -> Result<(), BoxError> {
-        let savepoint = state
-            .downcast_ref::<BufferSavepoint>()
-            .ok_or("savepoint state of another data manager")?;
-        self.buffer.rollback(savepoint);
-        Ok(())
+        self.buffer.rollback(state)
     }
 
     fn should_retry(&self, error: &(dyn std::error::Error + 'static)) -> bool {
-        error
-            .downcast_ref::<StoreError>()
-            .is_some_and(StoreError::is_retryable)
+        StoreError::is_retryable_source(error)
     }
 }
 
