@@ -335,6 +335,16 @@ impl SessionContainer for TimedContainer {
         self.inner.get(tx, client, package, name)
     }
 
+    fn touch_and_get(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<Option<SessionValue>, StoreError> {
+        self.inner.touch_and_get(tx, client, package, name)
+    }
+
     fn insert(
         &self,
         tx: &mut Transaction,

@@ -4,7 +4,7 @@
 use std::{fmt, sync::Arc};
 
 use http::{HeaderMap, Method};
-use keel_txn::TransactionManager;
+use keel_txn::{PerThread, TransactionManager};
 
 use crate::{ClientIdManager, ContainerRegistry, Session, session::SessionContext};
 
@@ -15,7 +15,10 @@ use crate::{ClientIdManager, ContainerRegistry, Session, session::SessionContext
 /// Cheap to clone.
 #[derive(Clone)]
 pub struct SessionManager {
-    context: Arc<SessionContext>,
+    // NOTE: each request's session holds a handle on the context; per-thread
+    // handles keep requests on different cores from sharing one reference
+    // count.
+    context: Arc<PerThread<SessionContext>>,
     transactions: TransactionManager,
 }
 
@@ -32,10 +35,10 @@ impl SessionManager {
     /// Sessions whose ids `ids` reads and mints, with data in `containers`.
     pub fn new(ids: impl ClientIdManager + 'static, containers: ContainerRegistry) -> Self {
         SessionManager {
-            context: Arc::new(SessionContext {
+            context: Arc::new(PerThread::new(SessionContext {
                 ids: Arc::new(ids),
                 containers,
-            }),
+            })),
             transactions: TransactionManager::new(),
         }
     }
@@ -66,7 +69,7 @@ impl SessionManager {
     /// Nothing is read from the containers until the session is used.
     pub fn session_for(&self, method: &Method, headers: &HeaderMap) -> Session {
         Session::new(
-            Arc::clone(&self.context),
+            self.context.handle(),
             self.transactions.begin(),
             method.clone(),
             headers,

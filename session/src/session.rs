@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 
 use http::{HeaderMap, Method};
 use keel_store::{ClientKey, SessionContainer};
-use keel_txn::Transaction;
+use keel_txn::{ThreadHandle, Transaction};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
 
@@ -35,10 +35,37 @@ pub(crate) struct RequestState {
     /// The validly signed id the request arrived with.
     pub(crate) incoming: Option<ClientId>,
     /// The id in use: the incoming one, or one minted by this request.
+    /// Change it only through `set_current` and `clear_current`.
     pub(crate) current: Option<ClientId>,
+    /// `current`'s key (a SHA-256 hash), computed on first use.
+    current_key: Option<ClientKey>,
     /// Whether `current` is known to have a live session in some container.
     pub(crate) known_live: bool,
     pub(crate) cookie: CookieAction,
+}
+
+impl RequestState {
+    /// Make `id` the id in use; returns its key.
+    fn set_current(&mut self, id: ClientId) -> ClientKey {
+        let key = id.key();
+        self.current = Some(id);
+        self.current_key = Some(key);
+        key
+    }
+
+    /// Stop using the current id.
+    fn clear_current(&mut self) {
+        self.current = None;
+        self.current_key = None;
+    }
+
+    /// The key of the id in use, hashing the id once per request.
+    pub(crate) fn current_key(&mut self) -> Option<ClientKey> {
+        if self.current_key.is_none() {
+            self.current_key = self.current.as_ref().map(ClientId::key);
+        }
+        self.current_key
+    }
 }
 
 /// The request-independent parts a session needs.
@@ -62,13 +89,19 @@ pub(crate) struct SessionContext {
 ///   [`cycle_id`](Session::cycle_id) and principals.
 #[derive(Clone)]
 pub struct Session {
-    state: Arc<Mutex<RequestState>>,
-    context: Arc<SessionContext>,
+    // NOTE: one allocation per request, and cloning a handle touches only
+    // this request's reference count, never one shared by every request.
+    inner: Arc<SessionInner>,
+}
+
+struct SessionInner {
+    state: Mutex<RequestState>,
+    context: ThreadHandle<SessionContext>,
 }
 
 impl fmt::Debug for Session {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let state = self.state.lock();
+        let state = self.inner.state.lock();
         f.debug_struct("Session")
             .field("has_client_id", &state.current.is_some())
             .field("cookie", &state.cookie)
@@ -78,23 +111,34 @@ impl fmt::Debug for Session {
 
 impl Session {
     pub(crate) fn new(
-        context: Arc<SessionContext>,
+        context: ThreadHandle<SessionContext>,
         tx: Transaction,
         method: Method,
         headers: &HeaderMap,
     ) -> Self {
         let incoming = context.ids.read_id(headers);
         Session {
-            state: Arc::new(Mutex::new(RequestState {
-                tx: Some(tx),
-                method,
-                current: incoming.clone(),
-                incoming,
-                known_live: false,
-                cookie: CookieAction::None,
-            })),
-            context,
+            inner: Arc::new(SessionInner {
+                state: Mutex::new(RequestState {
+                    tx: Some(tx),
+                    method,
+                    current: incoming.clone(),
+                    current_key: None,
+                    incoming,
+                    known_live: false,
+                    cookie: CookieAction::None,
+                }),
+                context,
+            }),
         }
+    }
+
+    fn state(&self) -> parking_lot::MutexGuard<'_, RequestState> {
+        self.inner.state.lock()
+    }
+
+    fn context(&self) -> &SessionContext {
+        &self.inner.context
     }
 
     /// Run `f` with the request's transaction.
@@ -102,7 +146,7 @@ impl Session {
         &self,
         f: impl FnOnce(&mut Transaction) -> Result<R, SessionError>,
     ) -> Result<R, SessionError> {
-        let mut state = self.state.lock();
+        let mut state = self.state();
         let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
         f(tx)
     }
@@ -110,7 +154,7 @@ impl Session {
     /// The key (hashed client id) of this request's session, if the request
     /// has a client id.
     pub fn client_key(&self) -> Option<ClientKey> {
-        self.state.lock().current.as_ref().map(ClientId::key)
+        self.state().current_key()
     }
 
     /// The data of package `package`, or `None` if the client has no live
@@ -123,7 +167,7 @@ impl Session {
     /// [`SessionError::NoContainer`] if no container serves `package`;
     /// [`SessionError::Store`] if the container fails.
     pub fn get(&self, package: &str) -> Result<Option<SessionPkgData>, SessionError> {
-        let container = Arc::clone(self.context.containers.lookup(package)?);
+        let container = self.context().containers.lookup(package)?;
         let Some(key) = self.client_key() else {
             return Ok(None);
         };
@@ -133,7 +177,7 @@ impl Session {
             }
             Ok(container.has_names(tx, &key, package)?)
         })?;
-        Ok(exists.then(|| SessionPkgData::new(self.clone(), container, key, package)))
+        Ok(exists.then(|| SessionPkgData::new(self.clone(), Arc::clone(container), key, package)))
     }
 
     /// The value under `name` in package `package`, as a `T`; `None` if the
@@ -165,16 +209,11 @@ impl Session {
         package: &str,
         name: &str,
     ) -> Result<Option<T>, SessionError> {
-        let container = Arc::clone(self.context.containers.lookup(package)?);
+        let container = self.context().containers.lookup(package)?;
         let Some(key) = self.client_key() else {
             return Ok(None);
         };
-        let stored = self.with_tx(|tx| {
-            if container.session(tx, &key)?.is_none() {
-                return Ok(None);
-            }
-            Ok(container.get(tx, &key, package, name)?)
-        })?;
+        let stored = self.with_tx(|tx| Ok(container.touch_and_get(tx, &key, package, name)?))?;
         stored
             .map(|value| crate::pkg_data::typed(&value, package, name))
             .transpose()
@@ -191,7 +230,7 @@ impl Session {
     /// minted here (`post_only` on a non-POST request, `thirdparty` mode);
     /// otherwise as for [`get`](Session::get).
     pub fn pkg(&self, package: &str) -> Result<SessionPkgData, SessionError> {
-        let container = Arc::clone(self.context.containers.lookup(package)?);
+        let container = Arc::clone(self.context().containers.lookup(package)?);
         let key = self.ensure_session(&container)?;
         Ok(SessionPkgData::new(self.clone(), container, key, package))
     }
@@ -201,11 +240,11 @@ impl Session {
         &self,
         container: &Arc<dyn SessionContainer>,
     ) -> Result<ClientKey, SessionError> {
-        let mut state = self.state.lock();
+        let mut state = self.state();
         let state = &mut *state;
+        let current_key = state.current_key();
         let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
-        if let Some(id) = &state.current {
-            let key = id.key();
+        if let Some(key) = current_key {
             if container.session(tx, &key)?.is_some() {
                 state.known_live = true;
                 return Ok(key);
@@ -213,7 +252,7 @@ impl Session {
             // Not in this container. Reuse the id only if it is live in
             // another one (named containers share one client id).
             if !state.known_live {
-                for other in self.context.containers.containers() {
+                for other in self.context().containers.containers() {
                     if !same_container(&other, container) && other.session(tx, &key)?.is_some() {
                         state.known_live = true;
                         break;
@@ -225,10 +264,9 @@ impl Session {
                 return Ok(key);
             }
         }
-        let id = self.context.ids.mint(&state.method)?;
-        let key = id.key();
-        container.create_session(tx, &key)?;
-        state.current = Some(id);
+        let id = self.context().ids.mint(&state.method)?;
+        container.create_session(tx, &id.key())?;
+        let key = state.set_current(id);
         state.known_live = true;
         state.cookie = CookieAction::Set;
         Ok(key)
@@ -241,7 +279,7 @@ impl Session {
         key: &ClientKey,
     ) -> Result<Vec<Arc<dyn SessionContainer>>, SessionError> {
         let mut live = Vec::new();
-        for container in self.context.containers.containers() {
+        for container in self.context().containers.containers() {
             if container.session(tx, key)?.is_some() {
                 live.push(container);
             }
@@ -256,15 +294,16 @@ impl Session {
     /// # Errors
     /// [`SessionError::Store`] if a container fails.
     pub fn invalidate(&self) -> Result<(), SessionError> {
-        let mut state = self.state.lock();
+        let mut state = self.state();
         let state = &mut *state;
+        let current_key = state.current_key();
         let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
-        if let Some(id) = state.current.take() {
-            let key = id.key();
+        if let Some(key) = current_key {
             for container in self.live_containers(tx, &key)? {
                 container.delete_session(tx, &key)?;
             }
         }
+        state.clear_current();
         state.known_live = false;
         state.cookie = if state.incoming.is_some() {
             CookieAction::Expire
@@ -282,21 +321,21 @@ impl Session {
     /// [`SessionError::MissingClientId`] if no id may be minted here;
     /// [`SessionError::Store`] if a container fails.
     pub fn cycle_id(&self) -> Result<(), SessionError> {
-        let mut state = self.state.lock();
+        let mut state = self.state();
         let state = &mut *state;
+        let current_key = state.current_key();
         let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
-        let new_id = self.context.ids.mint(&state.method)?;
+        let new_id = self.context().ids.mint(&state.method)?;
         let new_key = new_id.key();
         let mut moved = false;
-        if let Some(old) = &state.current {
-            let old_key = old.key();
+        if let Some(old_key) = current_key {
             for container in self.live_containers(tx, &old_key)? {
                 container.rename_session(tx, &old_key, &new_key)?;
                 moved = true;
             }
         }
         if !moved {
-            let containers = self.context.containers.containers();
+            let containers = self.context().containers.containers();
             let first = containers
                 .first()
                 .ok_or_else(|| SessionError::NoContainer {
@@ -304,7 +343,7 @@ impl Session {
                 })?;
             first.create_session(tx, &new_key)?;
         }
-        state.current = Some(new_id);
+        state.set_current(new_id);
         state.known_live = true;
         state.cookie = CookieAction::Set;
         Ok(())
@@ -317,7 +356,7 @@ impl Session {
     /// # Errors
     /// As for [`cycle_id`](Session::cycle_id).
     pub fn set_principal(&self, principal: Option<&str>) -> Result<(), SessionError> {
-        let containers = self.context.containers.containers();
+        let containers = self.context().containers.containers();
         let first = containers
             .first()
             .ok_or_else(|| SessionError::NoContainer {
@@ -342,7 +381,7 @@ impl Session {
             return Ok(None);
         };
         self.with_tx(|tx| {
-            for container in self.context.containers.containers() {
+            for container in self.context().containers.containers() {
                 if let Some(info) = container.session(tx, &key)? {
                     return Ok(info.principal);
                 }
@@ -375,15 +414,15 @@ impl Session {
     /// abort). Later session operations fail with
     /// [`SessionError::RequestFinished`].
     pub(crate) fn take_transaction(&self) -> Option<Transaction> {
-        self.state.lock().tx.take()
+        self.state().tx.take()
     }
 
     /// What the response must do with the cookie once the commit succeeded.
     pub fn cookie_action(&self) -> CookieAction {
-        let state = self.state.lock();
+        let state = self.state();
         match state.cookie {
             CookieAction::None
-                if state.current.is_some() && self.context.ids.refreshes_on_access() =>
+                if state.current.is_some() && self.context().ids.refreshes_on_access() =>
             {
                 CookieAction::Set
             }
@@ -396,13 +435,13 @@ impl Session {
     pub fn write_cookie_headers(&self, headers: &mut HeaderMap) {
         match self.cookie_action() {
             CookieAction::Set => {
-                if let Some(id) = &self.state.lock().current {
-                    self.context
+                if let Some(id) = &self.state().current {
+                    self.context()
                         .ids
                         .set_cookie(headers, id, std::time::SystemTime::now());
                 }
             }
-            CookieAction::Expire => self.context.ids.expire_cookie(headers),
+            CookieAction::Expire => self.context().ids.expire_cookie(headers),
             CookieAction::None => {}
         }
     }

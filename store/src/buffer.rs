@@ -180,6 +180,16 @@ impl Buffer {
         at: At,
         client: &ClientKey,
     ) -> Result<Option<SessionInfo>, StoreError> {
+        Ok(self.touch(view, at, client)?.map(info))
+    }
+
+    /// The live record of `client`, after applying the touch rule to it.
+    fn touch(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+    ) -> Result<Option<&SessionRecord>, StoreError> {
         let entry = self.entry(view, client)?;
         let Some(record) = entry.record.as_mut().filter(|r| at.is_live(r)) else {
             return Ok(None);
@@ -188,7 +198,22 @@ impl Buffer {
             record.last_access = at.now;
             entry.touch = Some(entry.touch.map_or(at.now, |t| t.max(at.now)));
         }
-        Ok(Some(info(record)))
+        Ok(Some(record))
+    }
+
+    /// [`SessionContainer::touch_and_get`](crate::SessionContainer::touch_and_get).
+    pub(crate) fn touch_and_get(
+        &mut self,
+        view: &mut impl ReadView,
+        at: At,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<Option<SessionValue>, StoreError> {
+        if self.touch(view, at, client)?.is_none() {
+            return Ok(None);
+        }
+        self.get(view, at, client, package, name)
     }
 
     /// [`SessionContainer::create_session`](crate::SessionContainer::create_session).
@@ -674,6 +699,16 @@ macro_rules! impl_session_container {
                 name: &str,
             ) -> Result<Option<$crate::SessionValue>, $crate::StoreError> {
                 self.with_buffer(tx, |b, v, at| b.get(v, at, client, package, name))
+            }
+
+            fn touch_and_get(
+                &self,
+                tx: &mut ::keel_txn::Transaction,
+                client: &$crate::ClientKey,
+                package: &str,
+                name: &str,
+            ) -> Result<Option<$crate::SessionValue>, $crate::StoreError> {
+                self.with_buffer(tx, |b, v, at| b.touch_and_get(v, at, client, package, name))
             }
 
             fn insert(

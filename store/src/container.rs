@@ -168,6 +168,28 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
         name: &str,
     ) -> Result<Option<SessionValue>, StoreError>;
 
+    /// Touch the session `client`, as [`session`](Self::session) does, and
+    /// read `name` of package `package`, as [`get`](Self::get) does: `None`
+    /// if the session is not live or holds no such value.
+    ///
+    /// The usual read of a request, in one step: the containers of this
+    /// crate look the session up once instead of twice.
+    ///
+    /// # Errors
+    /// As for [`get`](Self::get).
+    fn touch_and_get(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        package: &str,
+        name: &str,
+    ) -> Result<Option<SessionValue>, StoreError> {
+        if self.session(tx, client)?.is_none() {
+            return Ok(None);
+        }
+        self.get(tx, client, package, name)
+    }
+
     /// Buffer `value` under `name` in package `package`. It is serialized at
     /// commit.
     ///

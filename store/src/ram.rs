@@ -12,7 +12,7 @@ use std::{
     },
 };
 
-use keel_txn::{BoxError, DataManager, SavepointState, Transaction};
+use keel_txn::{BoxError, DataManager, PerThread, SavepointState, ThreadHandle, Transaction};
 use parking_lot::{Condvar, Mutex};
 
 use crate::{
@@ -64,8 +64,9 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RamContainer {
-    shared: Arc<Shared>,
-    sort_key: String,
+    // NOTE: a per-thread handle for each transaction's data manager, so that
+    // requests on different cores do not share a reference count.
+    shared: PerThread<Shared>,
     expiry: ExpiryPolicy,
     clock: Arc<dyn Clock>,
 }
@@ -73,7 +74,7 @@ pub struct RamContainer {
 impl fmt::Debug for RamContainer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RamContainer")
-            .field("sort_key", &self.sort_key)
+            .field("sort_key", &self.shared.sort_key)
             .field("expiry", &self.expiry)
             .field("clock", &self.clock)
             .finish_non_exhaustive()
@@ -92,11 +93,11 @@ impl RamContainer {
     pub fn new() -> Self {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         RamContainer {
-            shared: Arc::new(Shared {
+            shared: PerThread::new(Shared {
+                sort_key: format!("keel-store/ram/{id}"),
                 state: Mutex::new(RamState::default()),
                 commit_lock: CommitLock::default(),
             }),
-            sort_key: format!("keel-store/ram/{id}"),
             expiry: ExpiryPolicy::ram_default(),
             clock: Arc::new(SystemClock),
         }
@@ -129,7 +130,7 @@ impl RamContainer {
         op: impl FnOnce(&mut Buffer, &mut Snapshot<'_>, At) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let at = self.at();
-        let dm = tx.join_with(&self.sort_key, || RamDm::new(&self.shared, &self.sort_key))?;
+        let dm = tx.join_with(&self.shared.sort_key, || RamDm::new(self.shared.handle()))?;
         let state = self.shared.state.lock();
         let mut view = Snapshot {
             state: &state,
@@ -153,6 +154,7 @@ impl RamContainer {
 /// What the container shares with its data managers.
 #[derive(Debug)]
 struct Shared {
+    sort_key: String,
     state: Mutex<RamState>,
     commit_lock: CommitLock,
 }
@@ -499,8 +501,7 @@ impl ReadView for Snapshot<'_> {
 
 /// A transaction's data manager for one RAM container.
 struct RamDm {
-    shared: Arc<Shared>,
-    sort_key: String,
+    shared: ThreadHandle<Shared>,
     /// The last commit when the transaction first used the container.
     start: u64,
     buffer: Buffer,
@@ -509,11 +510,10 @@ struct RamDm {
 }
 
 impl RamDm {
-    fn new(shared: &Arc<Shared>, sort_key: &str) -> Self {
+    fn new(shared: ThreadHandle<Shared>) -> Self {
         let start = shared.state.lock().last_tid;
         RamDm {
-            shared: Arc::clone(shared),
-            sort_key: sort_key.to_owned(),
+            shared,
             start,
             buffer: Buffer::default(),
             prepared: None,
@@ -537,7 +537,7 @@ impl RamDm {
 
 impl DataManager for RamDm {
     fn sort_key(&self) -> &str {
-        &self.sort_key
+        &self.shared.sort_key
     }
 
     /// In memory: the commit lock is held only for the in-memory apply.

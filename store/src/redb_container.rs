@@ -11,7 +11,9 @@ use std::{
     },
 };
 
-use keel_txn::{BoxError, DataManager, PendingVote, SavepointState, Transaction};
+use keel_txn::{
+    BoxError, DataManager, PendingVote, PerThread, SavepointState, ThreadHandle, Transaction,
+};
 use parking_lot::RwLock;
 use redb::{
     Builder, Database, DatabaseError, ReadTransaction, ReadableDatabase, ReadableTable,
@@ -199,7 +201,10 @@ enum Target {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct RedbContainer {
-    inner: Arc<Inner>,
+    // NOTE: every transaction's data manager holds a handle on `Inner`; a
+    // per-thread one keeps requests on different cores from sharing its
+    // reference count.
+    inner: PerThread<Inner>,
     expiry: ExpiryPolicy,
     clock: Arc<dyn Clock>,
 }
@@ -278,7 +283,7 @@ impl RedbContainer {
         )?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Ok(RedbContainer {
-            inner: Arc::new(Inner {
+            inner: PerThread::new(Inner {
                 sort_key: format!("keel-store/~redb/{id}"),
                 is_file: matches!(target, Target::File(_)),
                 path,
@@ -310,7 +315,7 @@ impl RedbContainer {
         op: impl FnOnce(&mut Buffer, &mut &SnapshotTables, At) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let at = self.at();
-        let dm = tx.join_with(&self.inner.sort_key, || RedbDm::new(&self.inner))?;
+        let dm = tx.join_with(&self.inner.sort_key, || RedbDm::new(self.inner.handle()))?;
         guard_panic(&self.inner.path, || {
             let snapshot = match &mut dm.snapshot {
                 Some(snapshot) => snapshot,
@@ -345,10 +350,10 @@ impl Inner {
 
     /// A snapshot of the newest committed state: the one the committer
     /// published, or (if it has none) one of our own.
-    fn snapshot(&self) -> Result<Arc<Snapshot>, StoreError> {
+    fn snapshot(&self) -> Result<ThreadHandle<Snapshot>, StoreError> {
         match self.latest.get() {
             Some(snapshot) => Ok(snapshot),
-            None => Ok(Arc::new(Snapshot::of(self.read_txn()?)?)),
+            None => Ok(ThreadHandle::new(Arc::new(Snapshot::of(self.read_txn()?)?))),
         }
     }
 }
@@ -360,17 +365,17 @@ const OPEN: &str = "opening the session database";
 struct RedbDm {
     // NOTE: dropped first (field order), so the read transaction ends before
     // the last handle on the database may go.
-    snapshot: Option<Arc<Snapshot>>,
-    inner: Arc<Inner>,
+    snapshot: Option<ThreadHandle<Snapshot>>,
+    inner: ThreadHandle<Inner>,
     buffer: Buffer,
     prepared: Option<ChangeSet<Vec<u8>>>,
 }
 
 impl RedbDm {
-    fn new(inner: &Arc<Inner>) -> Self {
+    fn new(inner: ThreadHandle<Inner>) -> Self {
         RedbDm {
             snapshot: None,
-            inner: Arc::clone(inner),
+            inner,
             buffer: Buffer::default(),
             prepared: None,
         }
@@ -430,6 +435,12 @@ impl DataManager for RedbDm {
 
     fn tpc_finish(&mut self) {
         self.reset();
+    }
+
+    /// A read-only transaction read one consistent snapshot: nothing to
+    /// validate, encode or send.
+    fn has_nothing_to_commit(&self) -> bool {
+        !self.buffer.may_write()
     }
 
     /// Only a commit that writes waits for the committer's fsync.

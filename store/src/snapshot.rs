@@ -14,11 +14,19 @@
 //! Only the committer publishes; a reader that finds nothing published opens
 //! a snapshot of its own and keeps it to itself, since publishing it could
 //! replace a newer one.
+//!
+//! Requests take the snapshot through a handle of their thread
+//! ([`ThreadHandle`]): a reference count shared by every request moved its
+//! cache line between cores on each request (see `keel_txn::PerThread`).
+//! Each thread keeps its handle until the next publish, which empties every
+//! thread's slot, so no thread pins an old state while it is idle.
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use keel_txn::ThreadHandle;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, ReadTransaction, ReadableDatabase};
+use thread_local::ThreadLocal;
 
 use crate::{
     StoreError,
@@ -58,12 +66,25 @@ impl Snapshot {
 
 /// The snapshot of the newest committed state, if the committer has one.
 #[derive(Default)]
-pub(crate) struct LatestSnapshot(RwLock<Option<Arc<Snapshot>>>);
+pub(crate) struct LatestSnapshot {
+    current: RwLock<Option<Arc<Snapshot>>>,
+    /// Each thread's handle on `current`, taken on its first use after a
+    /// publish.
+    handles: ThreadLocal<Mutex<Option<ThreadHandle<Snapshot>>>>,
+}
 
 impl LatestSnapshot {
-    /// The newest published snapshot.
-    pub(crate) fn get(&self) -> Option<Arc<Snapshot>> {
-        self.0.read().clone()
+    /// The newest published snapshot, through the calling thread's handle.
+    pub(crate) fn get(&self) -> Option<ThreadHandle<Snapshot>> {
+        let mut cached = self.handles.get_or(Mutex::default).lock();
+        if let Some(handle) = cached.as_ref() {
+            return Some(handle.clone());
+        }
+        // NOTE: read under the slot's lock: a publish that replaces
+        // `current` meanwhile empties this slot after we fill it.
+        let handle = ThreadHandle::new(self.current.read().clone()?);
+        *cached = Some(handle.clone());
+        Some(handle)
     }
 
     /// Publish a snapshot of `db`'s newest state (the committer, after each
@@ -78,14 +99,24 @@ impl LatestSnapshot {
                 None
             }
         };
-        // The old snapshot is released outside the lock.
-        let old = std::mem::replace(&mut *self.0.write(), snapshot);
-        drop(old);
+        self.replace(snapshot);
     }
 
     /// Withdraw the published snapshot (the database is about to close).
     pub(crate) fn clear(&self) {
-        let old = self.0.write().take();
+        self.replace(None);
+    }
+
+    /// Make `snapshot` the current one and empty every thread's slot; the
+    /// old snapshot is released outside the locks.
+    fn replace(&self, snapshot: Option<Arc<Snapshot>>) {
+        let old = std::mem::replace(&mut *self.current.write(), snapshot);
+        let stale: Vec<_> = self
+            .handles
+            .iter()
+            .filter_map(|slot| slot.lock().take())
+            .collect();
+        drop(stale);
         drop(old);
     }
 }

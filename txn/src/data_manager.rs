@@ -87,6 +87,18 @@ pub trait DataManager: Any + Send {
         true
     }
 
+    /// Whether this data manager has nothing to commit: no phase of
+    /// two-phase commit would validate, write or wait (a read-only use of a
+    /// resource whose reads need no validation). When every joined data
+    /// manager says so and no commit hook is registered, the transaction
+    /// commits without two-phase commit: each data manager gets
+    /// [`abort`](DataManager::abort), which drops its (empty) buffers.
+    ///
+    /// The default, `false`, always runs two-phase commit.
+    fn has_nothing_to_commit(&self) -> bool {
+        false
+    }
+
     /// Start the vote without blocking the calling thread, for
     /// [`Transaction::commit_async`](crate::Transaction::commit_async): do
     /// what [`tpc_vote`](DataManager::tpc_vote) does up to the point where it

@@ -63,9 +63,11 @@
 //! - Data managers are owned by the transaction and reached by sort key and
 //!   type ([`Transaction::join_with`], [`Transaction::data_manager`]).
 
+mod counters;
 mod data_manager;
 mod error;
 mod manager;
+mod per_thread;
 mod retry;
 mod savepoint;
 mod transaction;
@@ -75,6 +77,7 @@ pub use error::{BoxError, Phase, Retryable, TxnError};
 pub use manager::{TransactionManager, TxnStats};
 #[cfg(feature = "async")]
 pub use manager::{commit_on_blocking_pool, commit_without_blocking};
+pub use per_thread::{PerThread, ThreadHandle};
 pub use retry::RetryPolicy;
 pub use savepoint::Savepoint;
 pub use transaction::{CommitInfo, Status, Transaction};

@@ -1,46 +1,9 @@
 //! The transaction manager: begins transactions, counts outcomes, and re-runs
 //! units of work on retryable errors.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
-use crate::{RetryPolicy, Retryable, Transaction, TxnError};
-
-/// Outcome counters shared by a manager and its transactions.
-#[derive(Debug, Default)]
-pub(crate) struct Counters {
-    next_id: AtomicU64,
-    commits: AtomicU64,
-    failed_commits: AtomicU64,
-    conflicts: AtomicU64,
-    aborts: AtomicU64,
-    retries: AtomicU64,
-    commit_nanos: AtomicU64,
-}
-
-impl Counters {
-    pub(crate) fn record_commit(&self, took: Duration) {
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        self.commit_nanos.fetch_add(nanos, Ordering::Relaxed);
-    }
-
-    pub(crate) fn record_failed_commit(&self, retryable: bool) {
-        self.failed_commits.fetch_add(1, Ordering::Relaxed);
-        if retryable {
-            self.conflicts.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub(crate) fn record_abort(&self) {
-        self.aborts.fetch_add(1, Ordering::Relaxed);
-    }
-}
+use crate::{RetryPolicy, Retryable, Transaction, TxnError, counters::Counters};
 
 /// A snapshot of a manager's outcome counters since it was created.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -106,28 +69,19 @@ impl TransactionManager {
 
     /// Begin a new transaction.
     pub fn begin(&self) -> Transaction {
-        let id = self.counters.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        Transaction::new(id, Arc::clone(&self.counters))
+        let (shard, id) = self.counters.begin();
+        Transaction::new(id, shard)
     }
 
     /// The outcome counters since this manager was created.
     pub fn stats(&self) -> TxnStats {
-        let c = &self.counters;
-        TxnStats {
-            begun: c.next_id.load(Ordering::Relaxed),
-            commits: c.commits.load(Ordering::Relaxed),
-            failed_commits: c.failed_commits.load(Ordering::Relaxed),
-            conflicts: c.conflicts.load(Ordering::Relaxed),
-            aborts: c.aborts.load(Ordering::Relaxed),
-            retries: c.retries.load(Ordering::Relaxed),
-            commit_time: Duration::from_nanos(c.commit_nanos.load(Ordering::Relaxed)),
-        }
+        self.counters.stats()
     }
 
     /// Count a retry made by a retry loop outside this crate (a middleware
     /// that re-runs a request handler), so [`stats`](Self::stats) sees it.
     pub fn record_retry(&self) {
-        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        self.counters.local().record_retry();
     }
 
     /// Run `work` in a fresh transaction and commit it; while the work or the

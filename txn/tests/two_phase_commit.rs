@@ -249,3 +249,72 @@ fn a_commit_may_block_if_a_data_manager_or_a_hook_says_so() {
     tx.join(Recorder::new("a", &log, &data)).unwrap();
     assert!(tx.commit_may_block(), "data managers may block by default");
 }
+
+#[test]
+fn a_transaction_with_nothing_to_commit_ends_without_two_phase_commit() {
+    let (log, data) = (Log::default(), db());
+    let manager = TransactionManager::new();
+    let read_only = |key: &str| {
+        let mut dm = Recorder::new(key, &log, &data);
+        dm.read_only = true;
+        dm
+    };
+
+    let mut tx = manager.begin();
+    tx.join(read_only("b")).unwrap();
+    tx.join(read_only("a")).unwrap();
+    let info = tx.commit().unwrap();
+    assert_eq!(info.resources, 2);
+    assert_eq!(log.take(), ["b:abort", "a:abort"]);
+    assert_eq!(manager.stats().commits, 1);
+
+    // One data manager with something to commit: all of them take part.
+    let mut tx = manager.begin();
+    tx.join(read_only("a")).unwrap();
+    tx.join(Recorder::new("b", &log, &data))
+        .unwrap()
+        .pending
+        .push(7);
+    tx.commit().unwrap();
+    assert_eq!(
+        log.take(),
+        [
+            "a:tpc_begin",
+            "b:tpc_begin",
+            "a:commit",
+            "b:commit",
+            "a:tpc_vote",
+            "b:tpc_vote",
+            "a:tpc_finish",
+            "b:tpc_finish"
+        ]
+    );
+    assert_eq!(*data.lock(), [7]);
+
+    // A commit hook is arbitrary code: it gets the full protocol.
+    let mut tx = manager.begin();
+    tx.join(read_only("a")).unwrap();
+    let hook_log = log.clone();
+    tx.after_commit(move |committed| {
+        hook_log.push(format!("hook:{committed}"));
+        Ok(())
+    });
+    tx.commit().unwrap();
+    assert_eq!(
+        log.take(),
+        [
+            "a:tpc_begin",
+            "a:commit",
+            "a:tpc_vote",
+            "a:tpc_finish",
+            "hook:true"
+        ]
+    );
+
+    // A doomed transaction still refuses to commit.
+    let mut tx = manager.begin();
+    tx.join(read_only("a")).unwrap();
+    tx.doom().unwrap();
+    assert!(matches!(tx.try_commit(), Err(TxnError::Doomed)));
+    assert_eq!(manager.stats().commits, 3);
+}

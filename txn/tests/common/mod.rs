@@ -45,6 +45,8 @@ pub struct Recorder {
     pub fail_at: FailAt,
     pub savepoints: bool,
     pub retryable: bool,
+    /// Say it has nothing to commit.
+    pub read_only: bool,
 }
 
 impl Recorder {
@@ -57,6 +59,7 @@ impl Recorder {
             fail_at: FailAt::Nowhere,
             savepoints: true,
             retryable: false,
+            read_only: false,
         }
     }
 
@@ -112,6 +115,9 @@ impl DataManager for Recorder {
             .ok_or("savepoint state of another data manager")?;
         self.pending = saved.clone();
         Ok(())
+    }
+    fn has_nothing_to_commit(&self) -> bool {
+        self.read_only
     }
     fn should_retry(&self, error: &(dyn std::error::Error + 'static)) -> bool {
         self.retryable && error.downcast_ref::<OwnError>().is_some()
