@@ -696,7 +696,8 @@ fn bad_input_is_a_typed_error(kind: Kind) {
 }
 
 /// `has_names` (answered without listing stored names when nothing of the
-/// package is buffered) agrees with `names` after every step of random
+/// package is buffered) agrees with `names`, and `touch_and_get` with
+/// `session` then `get`, after every step of random
 /// sequences: stored and buffered inserts and removals, commits, aborts,
 /// deletes, expiry, in neighbouring packages ("a" and "ab" are adjacent in
 /// key order).
@@ -744,6 +745,12 @@ fn has_names_agrees_with_names(kind: Kind) {
                     let names = c.names(&mut tx, &key(1), package).unwrap();
                     let has = c.has_names(&mut tx, &key(1), package).unwrap();
                     assert_eq!(has, !names.is_empty(), "{package}: {names:?}");
+                    let short = c.touch_and_get(&mut tx, &key(1), package, "n0").unwrap();
+                    let long = match c.session(&mut tx, &key(1)).unwrap() {
+                        Some(_) => c.get(&mut tx, &key(1), package, "n0").unwrap(),
+                        None => None,
+                    };
+                    assert_eq!(int(short), int(long), "{package}");
                 }
             }
             Ok(())
@@ -792,6 +799,60 @@ fn a_names_probe_conflicts_exactly_when_the_name_set_changed(kind: Kind) {
     }
 }
 
+/// `touch_and_get` is `session` (with its touch) followed by `get`: the
+/// same answers, the same last-access writes, and it never creates a
+/// session.
+fn touch_and_get_is_session_then_get(kind: Kind) {
+    let env = Env::new(
+        kind,
+        ExpiryPolicy::default()
+            .with_timeout(100)
+            .with_resolution(10),
+        1000,
+    );
+    env.seed(1, 7);
+    let touch_and_get = |n: u32, name: &str| {
+        let mut tx = env.manager.begin();
+        let value = int(env
+            .container
+            .touch_and_get(&mut tx, &key(n), "app", name)
+            .unwrap());
+        tx.commit().unwrap();
+        value
+    };
+    let last_access = || {
+        let detail = env.container.session_detail(&key(1)).unwrap().unwrap();
+        detail.summary.last_access
+    };
+
+    env.clock.set(1010);
+    assert_eq!(touch_and_get(1, "count"), Some(7));
+    assert_eq!(last_access(), 1000, "within the resolution: no touch");
+    env.clock.set(1011);
+    assert_eq!(touch_and_get(1, "count"), Some(7));
+    assert_eq!(last_access(), 1011, "touched");
+    env.clock.set(1022);
+    assert_eq!(touch_and_get(1, "missing"), None);
+    assert_eq!(last_access(), 1022, "a miss still counts as an access");
+
+    // No session: nothing, and nothing created.
+    assert_eq!(touch_and_get(2, "count"), None);
+    assert!(!env.exists(2));
+
+    // Buffered writes of the transaction are seen, as `get` sees them.
+    let mut tx = env.manager.begin();
+    env.put(&mut tx, 1, "app", "count", 8);
+    let value = env
+        .container
+        .touch_and_get(&mut tx, &key(1), "app", "count");
+    assert_eq!(int(value.unwrap()), Some(8));
+    tx.commit().unwrap();
+
+    // Expired: nothing.
+    env.clock.set(5_000);
+    assert_eq!(touch_and_get(1, "count"), None);
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod ram {
@@ -806,6 +867,7 @@ macro_rules! conformance {
 conformance!(
     session_lifecycle,
     has_names_agrees_with_names,
+    touch_and_get_is_session_then_get,
     a_names_probe_conflicts_exactly_when_the_name_set_changed,
     create_session_returns_the_live_one,
     a_transaction_reads_its_own_writes,
