@@ -120,6 +120,7 @@ server_cmd() {
     ts-sqlite) echo "$ANCHOR --store sqlite --db $2 --addr 127.0.0.1:0" ;;
     ts-sqlite-wal) echo "$ANCHOR --store sqlite --sqlite-wal --db $2 --addr 127.0.0.1:0" ;;
     ts-memory) echo "$ANCHOR --store memory --addr 127.0.0.1:0" ;;
+    keel-lib) echo "$ANCHOR --store keel --db $2 --addr 127.0.0.1:0" ;;
     *)
       echo "unknown system $1" >&2
       return 1
@@ -127,7 +128,7 @@ server_cmd() {
   esac
 }
 
-durable() { [[ $1 == keel || $1 == ts-sqlite* ]]; }
+durable() { [[ $1 == keel* && $1 != keel-memory || $1 == ts-sqlite* ]]; }
 
 FAILED=0
 read -r -a SYSTEM_LIST <<<"$SYSTEMS"

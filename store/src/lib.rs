@@ -51,6 +51,7 @@ mod container;
 mod error;
 mod expiry;
 mod ram;
+mod read_cache;
 mod redb_container;
 mod redb_view;
 mod session_value;

@@ -29,7 +29,8 @@ use crate::{
     buffer::{At, Buffer, Validation, to_tree},
     codec::{self, DataKey, ItemKey},
     commit::{CommitterHandle, DbSlot, Done, Job, read_last_tid},
-    redb_view::{SnapshotTables, snapshot_tables, storage},
+    read_cache::CachedTables,
+    redb_view::{snapshot_tables, storage},
     snapshot::{LatestSnapshot, Snapshot},
     tables,
 };
@@ -312,7 +313,7 @@ impl RedbContainer {
     fn with_buffer<T>(
         &self,
         tx: &mut Transaction,
-        op: impl FnOnce(&mut Buffer, &mut &SnapshotTables, At) -> Result<T, StoreError>,
+        op: impl FnOnce(&mut Buffer, &mut CachedTables<'_>, At) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
         let at = self.at();
         let dm = tx.join_with(&self.inner.sort_key, || RedbDm::new(self.inner.handle()))?;
@@ -321,7 +322,14 @@ impl RedbContainer {
                 Some(snapshot) => snapshot,
                 slot @ None => slot.insert(self.inner.snapshot()?),
             };
-            op(&mut dm.buffer, &mut &snapshot.tables, at)
+            let buffer = &mut dm.buffer;
+            self.inner.latest.with_reads(snapshot, |cache| {
+                let mut view = CachedTables {
+                    tables: &snapshot.tables,
+                    cache,
+                };
+                op(buffer, &mut view, at)
+            })
         })?
     }
 

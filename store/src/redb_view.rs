@@ -59,6 +59,23 @@ where
         }
     }
 
+    /// The item `key`: its version, value, and the value's encoded length.
+    pub(crate) fn item_with_len(
+        &self,
+        key: &ItemKey,
+    ) -> Result<Option<(u64, Value, usize)>, StoreError> {
+        let bytes = codec::item_key(key);
+        let Some(guard) = self.data.get(bytes.as_slice()).map_err(storage(READ))? else {
+            return Ok(None);
+        };
+        let (version, value) = codec::split_item(key, guard.value())?;
+        Ok(Some((
+            version,
+            codec::decode_value(key, value)?,
+            value.len(),
+        )))
+    }
+
     /// The data keys of `client` under `prefix`, in order.
     fn data_keys(
         &self,
@@ -97,12 +114,9 @@ where
     }
 
     fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
-        let bytes = codec::item_key(key);
-        let Some(guard) = self.data.get(bytes.as_slice()).map_err(storage(READ))? else {
-            return Ok(None);
-        };
-        let (version, value) = codec::split_item(key, guard.value())?;
-        Ok(Some((version, codec::decode_value(key, value)?)))
+        Ok(self
+            .item_with_len(key)?
+            .map(|(version, value, _)| (version, value)))
     }
 
     fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {

@@ -19,7 +19,9 @@
 //! ([`ThreadHandle`]): a reference count shared by every request moved its
 //! cache line between cores on each request (see `keel_txn::PerThread`).
 //! Each thread keeps its handle until the next publish, which empties every
-//! thread's slot, so no thread pins an old state while it is idle.
+//! thread's slot, so no thread pins an old state while it is idle. Beside
+//! the handle, the slot keeps what the thread's requests read from that
+//! snapshot (`crate::read_cache`).
 
 use std::sync::Arc;
 
@@ -30,6 +32,7 @@ use thread_local::ThreadLocal;
 
 use crate::{
     StoreError,
+    read_cache::ReadCache,
     redb_view::{SnapshotTables, snapshot_tables, storage},
 };
 
@@ -70,21 +73,53 @@ pub(crate) struct LatestSnapshot {
     current: RwLock<Option<Arc<Snapshot>>>,
     /// Each thread's handle on `current`, taken on its first use after a
     /// publish.
-    handles: ThreadLocal<Mutex<Option<ThreadHandle<Snapshot>>>>,
+    handles: ThreadLocal<Slot>,
+}
+
+/// One thread's handle, and its reads. Padded: `ThreadLocal` keeps the
+/// values of threads side by side, and two threads locking neighbouring
+/// slots would share a cache line again.
+#[derive(Default)]
+#[repr(align(128))]
+struct Slot(Mutex<Option<Cached>>);
+
+struct Cached {
+    handle: ThreadHandle<Snapshot>,
+    reads: ReadCache,
 }
 
 impl LatestSnapshot {
     /// The newest published snapshot, through the calling thread's handle.
     pub(crate) fn get(&self) -> Option<ThreadHandle<Snapshot>> {
-        let mut cached = self.handles.get_or(Mutex::default).lock();
-        if let Some(handle) = cached.as_ref() {
-            return Some(handle.clone());
+        let mut cached = self.handles.get_or(Slot::default).0.lock();
+        if let Some(cached) = cached.as_ref() {
+            return Some(cached.handle.clone());
         }
         // NOTE: read under the slot's lock: a publish that replaces
         // `current` meanwhile empties this slot after we fill it.
         let handle = ThreadHandle::new(self.current.read().clone()?);
-        *cached = Some(handle.clone());
+        *cached = Some(Cached {
+            handle: handle.clone(),
+            reads: ReadCache::default(),
+        });
         Some(handle)
+    }
+
+    /// Run `op` with the calling thread's reads of `snapshot`, if the
+    /// thread's slot holds that snapshot (`None` otherwise: a request that
+    /// moved to another thread, or a snapshot of its own).
+    pub(crate) fn with_reads<R>(
+        &self,
+        snapshot: &ThreadHandle<Snapshot>,
+        op: impl FnOnce(Option<&mut ReadCache>) -> R,
+    ) -> R {
+        let mut cached = self.handles.get_or(Slot::default).0.lock();
+        match cached.as_mut() {
+            Some(cached) if std::ptr::eq::<Snapshot>(&*cached.handle, &**snapshot) => {
+                op(Some(&mut cached.reads))
+            }
+            _ => op(None),
+        }
     }
 
     /// Publish a snapshot of `db`'s newest state (the committer, after each
@@ -114,7 +149,7 @@ impl LatestSnapshot {
         let stale: Vec<_> = self
             .handles
             .iter()
-            .filter_map(|slot| slot.lock().take())
+            .filter_map(|slot| slot.0.lock().take())
             .collect();
         drop(stale);
         drop(old);

@@ -70,6 +70,8 @@ enum StoreKind {
     Sqlite,
     /// tower-sessions' `MemoryStore`.
     Memory,
+    /// Keel's library (no tower-sessions): `SessionLayer` over a redb file.
+    Keel,
 }
 
 #[derive(Debug, Serialize)]
@@ -101,6 +103,28 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     match args.store {
         StoreKind::Memory => serve(args.addr, MemoryStore::default()).await,
+        StoreKind::Keel => {
+            use std::sync::Arc;
+            use keel_session::{ContainerRegistry, CookieConfig, KeyRing, SessionLayer, SessionManager};
+            async fn read(session: keel_session::Session) -> Result<Json<Count>, keel_session::SessionError> {
+                let count = session.value::<u64>("keel.demo", "count")?.unwrap_or(0);
+                Ok(Json(Count { count }))
+            }
+            async fn incr(session: keel_session::Session) -> Result<Json<Count>, keel_session::SessionError> {
+                let data = session.pkg("keel.demo")?;
+                let count = data.get::<u64>("count")?.unwrap_or(0) + 1;
+                data.insert("count", count)?;
+                Ok(Json(Count { count }))
+            }
+            let container = Arc::new(keel_store::RedbContainer::open(&args.db)?);
+            let ids = CookieConfig::keel(KeyRing::generate()?).build()?;
+            let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container));
+            let app = Router::new().route("/api/count", get(read).post(incr)).layer(SessionLayer::new(manager));
+            let listener = TcpListener::bind(args.addr).await?;
+            println!("listening on http://{}", listener.local_addr()?);
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+            Ok(())
+        }
         StoreKind::Sqlite => {
             let mut options = SqliteConnectOptions::new()
                 .filename(&args.db)
