@@ -23,6 +23,9 @@
 #        ts-sqlite-wal  the same with --sqlite-wal (journal_mode=WAL,
 #                                               synchronous still FULL)
 #        ts-memory    anchor --store memory    (tower-sessions MemoryStore)
+#        keel-lib     anchor --store keel      (Keel's library on redb, without
+#                                               keel serve's extras; not in the
+#                                               default SYSTEMS)
 #      starts the server on a free loopback port (fresh data file), then
 #        POST phase: CONNS connections each POST once for their own cookie,
 #                    then POST /api/count for WARMUP + DURATION seconds;

@@ -17,13 +17,22 @@
 //!   `--sqlite-wal` switches to `journal_mode = WAL` (keeping `synchronous =
 //!   FULL`, so still durable) for a tuned variant.
 //! - `memory`: tower-sessions' `MemoryStore` (a mutex-guarded `HashMap`).
+//! - `keel`: not tower-sessions but Keel's library (`SessionLayer` over a
+//!   `RedbContainer` on `--db`), with the same two handlers as `inproc`:
+//!   `keel serve` without its extras (metrics, admin routes, the HTML page),
+//!   to tell the library's cost from the demo's.
 //!
 //! Uses mimalloc as its global allocator, like `keel serve`.
 //!
 //! Prints `listening on http://ADDR` once ready (`--addr 127.0.0.1:0` picks a
 //! free port) and stops gracefully on SIGTERM or Ctrl-C.
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::Arc,
+};
 
 // The allocator `keel serve` uses (cli/src/main.rs): both servers run on the
 // same one, so the comparison is of the session libraries.
@@ -32,6 +41,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use axum::{Json, Router, http::StatusCode, routing::get};
 use clap::{Parser, ValueEnum};
+use keel_session::{
+    ContainerRegistry, CookieConfig, KeyRing, SessionError, SessionLayer, SessionManager,
+};
+use keel_store::RedbContainer;
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer, SessionStore};
@@ -43,8 +56,12 @@ use tower_sessions_sqlx_store::{
     },
 };
 
-/// The count lives under this key of the tower-sessions record.
+/// The count lives under this key of the tower-sessions record (and of
+/// Keel's package).
 const COUNT_KEY: &str = "count";
+
+/// The package of `keel serve`'s counter.
+const KEEL_PACKAGE: &str = "keel.demo";
 
 /// The page counter on tower-sessions.
 #[derive(Debug, Parser)]
@@ -103,28 +120,7 @@ fn main() -> ExitCode {
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     match args.store {
         StoreKind::Memory => serve(args.addr, MemoryStore::default()).await,
-        StoreKind::Keel => {
-            use std::sync::Arc;
-            use keel_session::{ContainerRegistry, CookieConfig, KeyRing, SessionLayer, SessionManager};
-            async fn read(session: keel_session::Session) -> Result<Json<Count>, keel_session::SessionError> {
-                let count = session.value::<u64>("keel.demo", "count")?.unwrap_or(0);
-                Ok(Json(Count { count }))
-            }
-            async fn incr(session: keel_session::Session) -> Result<Json<Count>, keel_session::SessionError> {
-                let data = session.pkg("keel.demo")?;
-                let count = data.get::<u64>("count")?.unwrap_or(0) + 1;
-                data.insert("count", count)?;
-                Ok(Json(Count { count }))
-            }
-            let container = Arc::new(keel_store::RedbContainer::open(&args.db)?);
-            let ids = CookieConfig::keel(KeyRing::generate()?).build()?;
-            let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container));
-            let app = Router::new().route("/api/count", get(read).post(incr)).layer(SessionLayer::new(manager));
-            let listener = TcpListener::bind(args.addr).await?;
-            println!("listening on http://{}", listener.local_addr()?);
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
-            Ok(())
-        }
+        StoreKind::Keel => serve_keel(args.addr, &args.db).await,
         StoreKind::Sqlite => {
             let mut options = SqliteConnectOptions::new()
                 .filename(&args.db)
@@ -158,6 +154,35 @@ async fn serve<S: SessionStore + Clone>(
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     Ok(())
+}
+
+/// The same page counter on Keel's library: `SessionLayer` over a
+/// `RedbContainer` on `db`.
+async fn serve_keel(addr: SocketAddr, db: &Path) -> Result<(), Box<dyn std::error::Error>> {
+    let container = Arc::new(RedbContainer::open(db)?);
+    let ids = CookieConfig::keel(KeyRing::generate()?).build()?;
+    let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container));
+    let app = Router::new()
+        .route("/api/count", get(keel_read).post(keel_increment))
+        .layer(SessionLayer::new(manager));
+    let listener = TcpListener::bind(addr).await?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    Ok(())
+}
+
+async fn keel_read(session: keel_session::Session) -> Result<Json<Count>, SessionError> {
+    let count = session.value::<u64>(KEEL_PACKAGE, COUNT_KEY)?.unwrap_or(0);
+    Ok(Json(Count { count }))
+}
+
+async fn keel_increment(session: keel_session::Session) -> Result<Json<Count>, SessionError> {
+    let data = session.pkg(KEEL_PACKAGE)?;
+    let count = data.get::<u64>(COUNT_KEY)?.unwrap_or(0) + 1;
+    data.insert(COUNT_KEY, count)?;
+    Ok(Json(Count { count }))
 }
 
 async fn read_count(session: Session) -> Result<Json<Count>, (StatusCode, String)> {
