@@ -5,7 +5,7 @@
 //!
 //! zope.session's 54-character format is [`ZopeIdFormat`](crate::ZopeIdFormat).
 
-use std::fmt;
+use std::{fmt, sync::Arc};
 
 use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::Mac;
@@ -15,6 +15,7 @@ use subtle::ConstantTimeEq;
 use crate::{
     KeyRing, SessionError,
     key_ring::{HmacSha256, fill_random},
+    verified_ids::VerifiedIds,
 };
 
 /// An opaque client id: the secret a client presents (in its cookie) to
@@ -38,7 +39,11 @@ use crate::{
 /// # Ok::<(), keel_session::SessionError>(())
 /// ```
 #[derive(Clone, Eq)]
-pub struct ClientId(String);
+pub struct ClientId {
+    wire: String,
+    /// Hashed once, when the id is made: every session operation needs it.
+    key: ClientKey,
+}
 
 impl ClientId {
     /// A client id with the wire form `id`, taken as it is: nothing checks a
@@ -49,30 +54,32 @@ impl ClientId {
     /// that would adopt a client-chosen id; use
     /// [`IdFormat::parse`] or a [`ClientIdManager`](crate::ClientIdManager).
     pub fn from_trusted(id: impl Into<String>) -> Self {
-        ClientId(id.into())
+        let wire = id.into();
+        let key = ClientKey::from_client_id(&wire);
+        ClientId { wire, key }
     }
 
     /// The wire form: the cookie value.
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.wire
     }
 
     /// The key the store files this client's session under: SHA-256 of the
     /// wire form. A database or an admin listing shows only this.
     pub fn key(&self) -> ClientKey {
-        ClientKey::from_client_id(self.as_str())
+        self.key
     }
 }
 
 impl PartialEq for ClientId {
     fn eq(&self, other: &Self) -> bool {
-        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+        self.wire.as_bytes().ct_eq(other.wire.as_bytes()).into()
     }
 }
 
 impl std::hash::Hash for ClientId {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        self.wire.hash(state);
     }
 }
 
@@ -84,7 +91,7 @@ impl fmt::Debug for ClientId {
 
 impl fmt::Display for ClientId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.wire)
     }
 }
 
@@ -181,12 +188,18 @@ pub const KEEL_ID_LEN: usize = RAW_LEN / 3 * 4;
 #[derive(Clone, Debug)]
 pub struct KeelIdFormat {
     ring: KeyRing,
+    /// Ids that verified lately: a format's ring never changes, so an id
+    /// that verified once always will.
+    verified: Arc<VerifiedIds>,
 }
 
 impl KeelIdFormat {
     /// The format signing with, and verifying against, `ring`.
     pub fn new(ring: KeyRing) -> Self {
-        KeelIdFormat { ring }
+        KeelIdFormat {
+            ring,
+            verified: Arc::new(VerifiedIds::default()),
+        }
     }
 
     /// The key ring.
@@ -219,11 +232,25 @@ impl IdFormat for KeelIdFormat {
         fill_random(&mut raw[3..SIGNED_LEN])?;
         let tag = tag(key.mac(), &raw[..SIGNED_LEN]).finalize().into_bytes();
         raw[SIGNED_LEN..].copy_from_slice(&tag);
-        Ok(ClientId(URL_SAFE_NO_PAD.encode(raw)))
+        Ok(ClientId::from_trusted(URL_SAFE_NO_PAD.encode(raw)))
     }
 
     fn verify(&self, candidate: &str) -> bool {
         self.signing_key_id(candidate).is_some()
+    }
+
+    /// As [`IdFormat::parse`], answering an id this thread verified lately
+    /// from memory: most requests come from clients seen a moment ago, and
+    /// the HMAC check and the key's hash were most of reading the cookie.
+    fn parse(&self, candidate: &str) -> Option<ClientId> {
+        if let Some(id) = self.verified.get(candidate) {
+            return Some(id);
+        }
+        let id = self
+            .verify(candidate)
+            .then(|| ClientId::from_trusted(candidate))?;
+        self.verified.remember(&id);
+        Some(id)
     }
 }
 
@@ -349,5 +376,37 @@ mod tests {
         let shown = format!("{format:?}");
         assert!(shown.contains("KeelIdFormat"), "{shown}");
         assert!(!shown.contains("secret"), "{shown}");
+    }
+
+    #[test]
+    fn parse_answers_a_verified_id_from_memory_and_still_refuses_every_forgery() {
+        let format = format();
+        let id = format.mint().unwrap();
+        let s = id.as_str();
+        // The first parse verifies and remembers; the second is answered
+        // from memory, on this thread and on another.
+        for _ in 0..2 {
+            let parsed = format.parse(s).unwrap();
+            assert_eq!(parsed, id);
+            assert_eq!(parsed.key(), id.key());
+        }
+        let elsewhere = std::thread::scope(|scope| scope.spawn(|| format.parse(s)).join().unwrap());
+        assert_eq!(elsewhere, Some(id.clone()));
+        // Every one-character change of a remembered id is refused: it is
+        // looked up by its own hash and verified in full.
+        for position in 0..s.len() {
+            for replacement in ['A', 'b', '0', '-', '_'] {
+                let mut forged: Vec<char> = s.chars().collect();
+                if forged[position] == replacement {
+                    continue;
+                }
+                forged[position] = replacement;
+                let forged: String = forged.into_iter().collect();
+                assert_eq!(format.parse(&forged), None, "accepted {forged}");
+            }
+        }
+        // A remembered id does not verify under another format.
+        let other = KeelIdFormat::new(KeyRing::generate().unwrap());
+        assert_eq!(other.parse(s), None);
     }
 }

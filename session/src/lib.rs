@@ -83,6 +83,7 @@ mod pkg_data;
 mod registry;
 mod session;
 mod template;
+mod verified_ids;
 mod zope_id;
 
 pub use crate::cookie::{
