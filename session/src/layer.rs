@@ -195,8 +195,11 @@ where
 {
     let respond = |failure: CommitFailure| (layer.responder)(&failure).map(ResBody::from);
     let (parts, body) = request.into_parts();
-    // A request without a body (most GETs) has nothing to buffer.
+    // A request without a body (most GETs) has nothing to buffer, and its
+    // first attempt gets the (empty) body it came with.
+    let mut empty_body = None;
     let body = if body.is_end_stream() {
+        empty_body = Some(body);
         Bytes::new()
     } else {
         match Limited::new(body, layer.max_body_bytes).collect().await {
@@ -221,7 +224,11 @@ where
     let mut attempt: u32 = 1;
     loop {
         let session = layer.manager.session_for(&parts.method, &parts.headers);
-        let mut request = Request::new(ReqBody::from(body.clone()));
+        let body = match empty_body.take() {
+            Some(empty) => empty,
+            None => ReqBody::from(body.clone()),
+        };
+        let mut request = Request::new(body);
         *request.method_mut() = parts.method.clone();
         *request.uri_mut() = parts.uri.clone();
         *request.version_mut() = parts.version;
