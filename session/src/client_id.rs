@@ -168,6 +168,10 @@ pub const KEEL_ID_LEN: usize = RAW_LEN / 3 * 4;
 /// into a stack buffer, the version and key id are checked, and the tag is
 /// compared in constant time (`hmac`'s `verify_slice`, built on `subtle`).
 /// The HMAC state of every key is keyed once, when the ring is built.
+/// [`parse`](IdFormat::parse) also remembers, per thread, the ids that
+/// verified lately (a format's ring never changes), so a returning client
+/// skips the HMAC check; a value it has not seen verify is always checked in
+/// full, and remembered ids are compared in constant time.
 ///
 /// ```
 /// use keel_session::{IdFormat, KeelIdFormat, KeyRing};

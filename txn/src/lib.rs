@@ -50,6 +50,9 @@
 //!   [`Transaction::commit_async`] awaits; with the `async` feature,
 //!   `commit_without_blocking` commits inline, as a task, or on tokio's
 //!   blocking pool, whichever is the cheapest safe choice.
+//! - [`PerThread`]: handles on a long-lived shared value whose reference
+//!   counts are per thread, for data managers that every transaction creates
+//!   (a shared count is a cache line moved between cores on every request).
 //! - [`TxnError`]: one error type; a data manager's error comes back
 //!   unchanged as the source, and [`TxnError::is_retryable`] keeps conflicts
 //!   apart from fatal errors.

@@ -244,16 +244,18 @@ fn main() {
             let threads: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
             let mut redb_cookies = Vec::new();
             let mut anchor_cookies = Vec::new();
+            let mut ram_cookies = Vec::new();
             for _ in 0..threads {
+                ram_cookies.push(first_cookie(&mut keel_ram).await);
                 redb_cookies.push(first_cookie(&mut keel_redb).await);
                 anchor_cookies.push(first_cookie(&mut anchor).await);
             }
             for round in 0..3 {
                 let anchor_ns = parallel(&anchor, &anchor_cookies);
                 let keel_ns = parallel(&keel_redb, &redb_cookies);
+                let ram_ns = parallel(&keel_ram, &ram_cookies);
                 println!(
-                    "round {round}: {threads} threads, ns per request per thread: MemoryStore {anchor_ns:.0}, Keel redb {keel_ns:.0}, ratio {:.2}",
-                    keel_ns / anchor_ns
+                    "round {round}: {threads} threads, ns per request per thread: MemoryStore {anchor_ns:.0}, Keel redb {keel_ns:.0}, Keel RAM {ram_ns:.0}"
                 );
             }
             drop(keel_redb);
