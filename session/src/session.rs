@@ -35,36 +35,16 @@ pub(crate) struct RequestState {
     /// The validly signed id the request arrived with.
     pub(crate) incoming: Option<ClientId>,
     /// The id in use: the incoming one, or one minted by this request.
-    /// Change it only through `set_current` and `clear_current`.
     pub(crate) current: Option<ClientId>,
-    /// `current`'s key (a SHA-256 hash), computed on first use.
-    current_key: Option<ClientKey>,
     /// Whether `current` is known to have a live session in some container.
     pub(crate) known_live: bool,
     pub(crate) cookie: CookieAction,
 }
 
 impl RequestState {
-    /// Make `id` the id in use; returns its key.
-    fn set_current(&mut self, id: ClientId) -> ClientKey {
-        let key = id.key();
-        self.current = Some(id);
-        self.current_key = Some(key);
-        key
-    }
-
-    /// Stop using the current id.
-    fn clear_current(&mut self) {
-        self.current = None;
-        self.current_key = None;
-    }
-
-    /// The key of the id in use, hashing the id once per request.
-    pub(crate) fn current_key(&mut self) -> Option<ClientKey> {
-        if self.current_key.is_none() {
-            self.current_key = self.current.as_ref().map(ClientId::key);
-        }
-        self.current_key
+    /// The key of the id in use (it travels with the id).
+    pub(crate) fn current_key(&self) -> Option<ClientKey> {
+        self.current.as_ref().map(ClientId::key)
     }
 }
 
@@ -123,7 +103,6 @@ impl Session {
                     tx: Some(tx),
                     method,
                     current: incoming.clone(),
-                    current_key: None,
                     incoming,
                     known_live: false,
                     cookie: CookieAction::None,
@@ -265,8 +244,9 @@ impl Session {
             }
         }
         let id = self.context().ids.mint(&state.method)?;
-        container.create_session(tx, &id.key())?;
-        let key = state.set_current(id);
+        let key = id.key();
+        container.create_session(tx, &key)?;
+        state.current = Some(id);
         state.known_live = true;
         state.cookie = CookieAction::Set;
         Ok(key)
@@ -303,7 +283,7 @@ impl Session {
                 container.delete_session(tx, &key)?;
             }
         }
-        state.clear_current();
+        state.current = None;
         state.known_live = false;
         state.cookie = if state.incoming.is_some() {
             CookieAction::Expire
@@ -343,7 +323,7 @@ impl Session {
                 })?;
             first.create_session(tx, &new_key)?;
         }
-        state.set_current(new_id);
+        state.current = Some(new_id);
         state.known_live = true;
         state.cookie = CookieAction::Set;
         Ok(())
