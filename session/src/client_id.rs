@@ -40,7 +40,9 @@ use crate::{
 /// ```
 #[derive(Clone, Eq)]
 pub struct ClientId {
-    wire: String,
+    /// Shared, not copied, by clones: a request clones its id a few times,
+    /// and a remembered id (`verified_ids`) once per request.
+    wire: Arc<str>,
     /// Hashed once, when the id is made: every session operation needs it.
     key: ClientKey,
 }
@@ -54,7 +56,7 @@ impl ClientId {
     /// that would adopt a client-chosen id; use
     /// [`IdFormat::parse`] or a [`ClientIdManager`](crate::ClientIdManager).
     pub fn from_trusted(id: impl Into<String>) -> Self {
-        let wire = id.into();
+        let wire: Arc<str> = Arc::from(id.into());
         let key = ClientKey::from_client_id(&wire);
         ClientId { wire, key }
     }
