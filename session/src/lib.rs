@@ -42,7 +42,7 @@
 //!   values, buffered in the request's transaction and serialized at commit.
 //!   [`Session::value`] reads one value without first asking for the package.
 //! - [`SessionLayer`]: the tower middleware (with the `axum` feature, `Session`
-//!   is an extractor); [`template_object`] (feature `minijinja`) and
+//!   is an extractor); `template_object` (feature `minijinja`) and
 //!   [`Session::resolve_path`] give templates read-only access.
 //!
 //! # Deliberate differences from zope.session
