@@ -13,6 +13,10 @@
 //!   [`MAX_COOKIE_VALUE_LEN`] skipped);
 //! - so an accepted id always verifies and has the format's length (68 or
 //!   54 characters), and `thirdparty` never returns an empty value;
+//! - reading the same headers again gives the same id and key (the keel
+//!   format now answers an accepted id from the ids it remembers; the
+//!   managers live for the whole fuzzing run, so mutations of ids accepted
+//!   earlier meet a format that remembers them);
 //! - the id formats' `verify` is total on any string, and agrees with
 //!   `signing_key_id`.
 
@@ -145,6 +149,14 @@ pub fn cookie_client_id(data: &[u8]) {
     let keel = m.keel.read_id(&headers);
     let expected = expected_id(&candidates, |v| m.keel_format.verify(v));
     assert_eq!(keel.as_ref().map(ClientId::as_str), expected, "keel format");
+    // Read again: an accepted id now comes from the ids the format
+    // remembers (and every other candidate is still checked in full).
+    let again = m.keel.read_id(&headers);
+    assert_eq!(again, keel, "keel format, remembered ids");
+    assert_eq!(
+        again.as_ref().map(ClientId::key),
+        keel.as_ref().map(ClientId::key)
+    );
     if let Some(id) = &keel {
         assert_eq!(id.as_str().len(), KEEL_ID_LEN);
         assert!(m.keel_format.verify(id.as_str()));
