@@ -119,6 +119,18 @@ fn idle_app() -> Router {
         .with_state(())
 }
 
+/// tower-sessions' layer around a handler that takes the session but never
+/// uses it: the cost of that layer itself.
+fn anchor_idle_app() -> Router {
+    async fn idle(_session: tower_sessions::Session) -> Json<Count> {
+        Json(Count { count: 1 })
+    }
+    Router::new()
+        .route("/api/count", get(idle))
+        .layer(SessionManagerLayer::new(MemoryStore::default()).with_secure(false))
+        .with_state(())
+}
+
 /// The same route with no session middleware: the floor both stacks share.
 fn bare_app() -> Router {
     async fn read() -> Json<Count> {
@@ -237,6 +249,7 @@ fn main() {
         let anchor_cookie = first_cookie(&mut anchor).await;
         let mut bare = bare_app();
         let mut keel_idle = idle_app();
+        let mut anchor_idle = anchor_idle_app();
 
         let nocookie = "x=y".to_owned();
         let args: Vec<String> = std::env::args().collect();
@@ -291,6 +304,7 @@ fn main() {
         let bare_get = measure(&mut bare, Method::GET, &anchor_cookie).await;
         let idle_get = measure(&mut keel_idle, Method::GET, &redb_cookie).await;
         let idle_get_nocookie = measure(&mut keel_idle, Method::GET, "x=y").await;
+        let anchor_idle_get = measure(&mut anchor_idle, Method::GET, "x=y").await;
         let anchor_get = measure(&mut anchor, Method::GET, &anchor_cookie).await;
         let redb_get = measure(&mut keel_redb, Method::GET, &redb_cookie).await;
         let ram_get = measure(&mut keel_ram, Method::GET, &ram_cookie).await;
@@ -306,6 +320,7 @@ fn main() {
         row("GET  no session middleware (floor)", bare_get, anchor_get);
         row("GET  keel layer, session unused (foreign cookie)", idle_get, anchor_get);
         row("GET  keel layer, session unused (no cookie)", idle_get_nocookie, anchor_get);
+        row("GET  tower-sessions layer, session unused (no cookie)", anchor_idle_get, anchor_get);
         row("GET  tower-sessions MemoryStore", anchor_get, anchor_get);
         row("GET  Keel, redb container", redb_get, anchor_get);
         row("GET  Keel, RAM container", ram_get, anchor_get);
