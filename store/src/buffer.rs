@@ -74,10 +74,54 @@ pub(crate) struct BufferSavepoint {
     items: BTreeMap<ItemKey, Option<SessionValue>>,
 }
 
+/// The versions a transaction read: a short list while it is short (a
+/// request usually reads two or three records), a map beyond.
+#[derive(Debug, Default)]
+struct ReadSet {
+    few: Vec<(RecordKey, u64)>,
+    many: BTreeMap<RecordKey, u64>,
+}
+
+/// Reads kept in the short list before it becomes a map.
+const FEW_READS: usize = 16;
+
+impl ReadSet {
+    fn get(&self, key: &RecordKey) -> Option<u64> {
+        if self.many.is_empty() {
+            self.few.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
+        } else {
+            self.many.get(key).copied()
+        }
+    }
+
+    /// Record a key not recorded yet.
+    fn insert(&mut self, key: RecordKey, version: u64) {
+        if self.many.is_empty() {
+            if self.few.len() < FEW_READS {
+                self.few.push((key, version));
+                return;
+            }
+            self.many.extend(self.few.drain(..));
+        }
+        self.many.insert(key, version);
+    }
+
+    /// The reads in key order (what validation and apply expect).
+    fn into_sorted(self) -> Vec<(RecordKey, u64)> {
+        if self.many.is_empty() {
+            let mut few = self.few;
+            few.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            few
+        } else {
+            self.many.into_iter().collect()
+        }
+    }
+}
+
 /// A transaction's read set and buffered writes for one container.
 #[derive(Debug, Default)]
 pub(crate) struct Buffer {
-    reads: BTreeMap<RecordKey, u64>,
+    reads: ReadSet,
     sessions: BTreeMap<ClientKey, SessionEntry>,
     items: BTreeMap<ItemKey, Option<SessionValue>>,
 }
@@ -88,7 +132,7 @@ impl Buffer {
     /// conflict now rather than an inconsistent read.
     fn record_read(&mut self, key: RecordKey, version: u64) -> Result<(), StoreError> {
         match self.reads.get(&key) {
-            Some(&seen) if seen != version => Err(StoreError::Conflict {
+            Some(seen) if seen != version => Err(StoreError::Conflict {
                 client: *key.client(),
                 what: key.describe(),
             }),
@@ -566,7 +610,7 @@ impl Buffer {
             Validation::IfWrites => self.has_writes(),
         };
         let reads = if validate {
-            self.reads.into_iter().collect()
+            self.reads.into_sorted()
         } else {
             Vec::new()
         };
@@ -762,3 +806,37 @@ macro_rules! impl_session_container {
 }
 
 pub(crate) use impl_session_container;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session_key(n: u8) -> RecordKey {
+        RecordKey::Session(ClientKey::from_bytes([n; 32]))
+    }
+
+    #[test]
+    fn a_read_set_finds_every_read_before_and_after_it_becomes_a_map_and_sorts_them() {
+        // Recorded in descending key order, past the short list's length.
+        let keys: Vec<RecordKey> = (0..40u8).rev().map(session_key).collect();
+        let mut reads = ReadSet::default();
+        for (i, key) in keys.iter().enumerate() {
+            assert_eq!(reads.get(key), None);
+            reads.insert(key.clone(), i as u64 + 1);
+            for (j, seen) in keys[..=i].iter().enumerate() {
+                assert_eq!(reads.get(seen), Some(j as u64 + 1), "{i} reads");
+            }
+        }
+        let sorted = reads.into_sorted();
+        assert_eq!(sorted.len(), keys.len());
+        assert!(sorted.windows(2).all(|w| w[0].0 < w[1].0));
+
+        let mut few = ReadSet::default();
+        few.insert(session_key(2), 1);
+        few.insert(session_key(1), 2);
+        assert_eq!(
+            few.into_sorted(),
+            [(session_key(1), 2), (session_key(2), 1)]
+        );
+    }
+}
