@@ -70,7 +70,7 @@ impl SessionEntry {
 /// The buffered writes captured by a savepoint.
 #[derive(Debug, Clone)]
 pub(crate) struct BufferSavepoint {
-    sessions: BTreeMap<ClientKey, SessionEntry>,
+    sessions: Vec<(ClientKey, SessionEntry)>,
     items: BTreeMap<ItemKey, Option<SessionValue>>,
 }
 
@@ -122,7 +122,9 @@ impl ReadSet {
 #[derive(Debug, Default)]
 pub(crate) struct Buffer {
     reads: ReadSet,
-    sessions: BTreeMap<ClientKey, SessionEntry>,
+    /// The sessions this transaction used, sorted by key: a list, since a
+    /// request uses one or two (a map's first node is a kilobyte).
+    sessions: Vec<(ClientKey, SessionEntry)>,
     items: BTreeMap<ItemKey, Option<SessionValue>>,
 }
 
@@ -150,27 +152,27 @@ impl Buffer {
         view: &mut impl ReadView,
         client: &ClientKey,
     ) -> Result<&mut SessionEntry, StoreError> {
-        if !self.sessions.contains_key(client) {
-            let record = view.session(client)?;
-            self.record_read(
-                RecordKey::Session(*client),
-                record.as_ref().map_or(0, |r| r.version),
-            )?;
-            let stored = record.is_some();
-            self.sessions.insert(
-                *client,
-                SessionEntry {
+        let at = match self.sessions.binary_search_by(|(key, _)| key.cmp(client)) {
+            Ok(at) => at,
+            Err(at) => {
+                let record = view.session(client)?;
+                self.record_read(
+                    RecordKey::Session(*client),
+                    record.as_ref().map_or(0, |r| r.version),
+                )?;
+                let stored = record.is_some();
+                let entry = SessionEntry {
                     record,
                     rewritten: false,
                     wipe: false,
                     touch: None,
                     stored,
-                },
-            );
-        }
-        self.sessions
-            .get_mut(client)
-            .ok_or(StoreError::NoSuchSession { client: *client })
+                };
+                self.sessions.insert(at, (*client, entry));
+                at
+            }
+        };
+        Ok(&mut self.sessions[at].1)
     }
 
     /// Whether `client` is live, and whether its stored data is out of
@@ -558,7 +560,7 @@ impl Buffer {
 
     /// Whether the transaction writes anything besides touches.
     pub(crate) fn has_writes(&self) -> bool {
-        !self.items.is_empty() || self.sessions.values().any(|e| e.rewritten || e.wipe)
+        !self.items.is_empty() || self.sessions.iter().any(|(_, e)| e.rewritten || e.wipe)
     }
 
     /// Whether committing may write anything at all (touches included).
@@ -566,8 +568,8 @@ impl Buffer {
         !self.items.is_empty()
             || self
                 .sessions
-                .values()
-                .any(|e| e.rewritten || e.wipe || e.touch.is_some())
+                .iter()
+                .any(|(_, e)| e.rewritten || e.wipe || e.touch.is_some())
     }
 
     /// Capture the buffered writes.
