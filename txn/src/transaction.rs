@@ -406,7 +406,7 @@ impl Transaction {
         if let Some(info) = self.commit_without_changes()? {
             return Ok(info);
         }
-        let started = self.start_commit()?;
+        let started = self.start_commit();
         let result = self
             .run_before_commit_hooks()
             .and_then(|()| self.two_phase_commit());
@@ -445,7 +445,7 @@ impl Transaction {
         if let Some(info) = self.commit_without_changes()? {
             return Ok(info);
         }
-        let started = self.start_commit()?;
+        let started = self.start_commit();
         let result = match self.run_before_commit_hooks() {
             Ok(()) => self.two_phase_commit_async().await,
             Err(err) => Err(err),
@@ -481,12 +481,13 @@ impl Transaction {
         }))
     }
 
-    /// Check that a commit may start, and enter [`Status::Committing`].
-    fn start_commit(&mut self) -> Result<Instant, TxnError> {
-        self.check_can_commit()?;
+    /// Enter [`Status::Committing`] (after
+    /// [`commit_without_changes`](Self::commit_without_changes) checked that
+    /// a commit may start).
+    fn start_commit(&mut self) -> Instant {
         self.savepoints.clear();
         self.status = Status::Committing;
-        Ok(Instant::now())
+        Instant::now()
     }
 
     /// Check that the transaction is in a state that may commit.

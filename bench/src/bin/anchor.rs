@@ -148,6 +148,11 @@ async fn serve<S: SessionStore + Clone>(
     let app = Router::new()
         .route("/api/count", get(read_count).post(increment))
         .layer(sessions);
+    listen(addr, app).await
+}
+
+/// Serve `app` on `addr` until SIGTERM or Ctrl-C, announcing the address.
+async fn listen(addr: SocketAddr, app: Router) -> Result<(), Box<dyn std::error::Error>> {
     let listener = TcpListener::bind(addr).await?;
     println!("listening on http://{}", listener.local_addr()?);
     axum::serve(listener, app)
@@ -165,12 +170,7 @@ async fn serve_keel(addr: SocketAddr, db: &Path) -> Result<(), Box<dyn std::erro
     let app = Router::new()
         .route("/api/count", get(keel_read).post(keel_increment))
         .layer(SessionLayer::new(manager));
-    let listener = TcpListener::bind(addr).await?;
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    Ok(())
+    listen(addr, app).await
 }
 
 async fn keel_read(session: keel_session::Session) -> Result<Json<Count>, SessionError> {
