@@ -555,11 +555,9 @@ impl ClientIdManager for CookieClientIdManager {
         let mut candidates = 0;
         for header in request_headers.get_all(COOKIE) {
             // NOTE: bytes that are not UTF-8 become U+FFFD; that only spoils
-            // the pair they are in (an id is ASCII). No copy for valid input.
-            let text = match header.to_str() {
-                Ok(text) => std::borrow::Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(header.as_bytes()),
-            };
+            // the pair they are in (an id is ASCII). No copy for valid input,
+            // and one pass: `HeaderValue::to_str` checked byte by byte.
+            let text = String::from_utf8_lossy(header.as_bytes());
             for pair in Cookie::split_parse(text.as_ref()) {
                 let Ok(cookie) = pair else { continue };
                 if cookie.name() != self.config.name {

@@ -30,10 +30,15 @@ const MAX_ENTRIES: usize = 1024;
 const MAX_CACHED_VALUE_BYTES: usize = 1024;
 
 /// What requests on one thread read from one snapshot.
+///
+/// NOTE: hashed with `foldhash`, not SipHash: the keys are hashes of
+/// server-minted ids (a client cannot choose them) and the application's
+/// package and item names, and a map holds at most `MAX_ENTRIES`. SipHash
+/// of a key was a tenth of a cache hit.
 #[derive(Debug, Default)]
 pub(crate) struct ReadCache {
-    sessions: HashMap<ClientKey, Option<SessionRecord>>,
-    items: HashMap<ItemKey, Option<(u64, Value)>>,
+    sessions: HashMap<ClientKey, Option<SessionRecord>, foldhash::fast::RandomState>,
+    items: HashMap<ItemKey, Option<(u64, Value)>, foldhash::fast::RandomState>,
 }
 
 /// A snapshot's tables, read through the calling thread's cache of that
@@ -44,7 +49,11 @@ pub(crate) struct CachedTables<'a> {
 }
 
 /// Insert into a bounded map: a full map is emptied first.
-fn remember<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>, key: K, value: V) {
+fn remember<K: std::hash::Hash + Eq, V, S: std::hash::BuildHasher>(
+    map: &mut HashMap<K, V, S>,
+    key: K,
+    value: V,
+) {
     if map.len() >= MAX_ENTRIES {
         map.clear();
     }
