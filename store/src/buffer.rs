@@ -420,7 +420,7 @@ impl Buffer {
             RecordKey::Item(key),
             stored.as_ref().map_or(0, |(version, _)| *version),
         )?;
-        Ok(stored.map(|(_, tree)| SessionValue::from_tree(tree)))
+        Ok(stored.map(|(_, tree)| SessionValue::from_shared_tree(tree)))
     }
 
     /// [`SessionContainer::insert`](crate::SessionContainer::insert).

@@ -200,7 +200,8 @@ impl Drop for CommitLockGuard<'_> {
 /// container would store).
 #[derive(Debug, Clone)]
 struct RamValue {
-    tree: Value,
+    /// Shared with the requests that read it.
+    tree: Arc<Value>,
     size: u64,
 }
 
@@ -250,11 +251,11 @@ impl ReadView for RamState {
         Ok(self.sessions.get(client).cloned())
     }
 
-    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Arc<Value>)>, StoreError> {
         Ok(self
             .items
             .get(key)
-            .map(|item| (item.version, item.value.tree.clone())))
+            .map(|item| (item.version, Arc::clone(&item.value.tree))))
     }
 
     fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {
@@ -448,12 +449,12 @@ impl ReadView for Snapshot<'_> {
         Ok(record)
     }
 
-    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Arc<Value>)>, StoreError> {
         let Some(item) = self.state.items.get(key) else {
             return Ok(None);
         };
         let version = self.check(&key.client, &format!("value {:?}", key.name), item.version)?;
-        Ok(Some((version, item.value.tree.clone())))
+        Ok(Some((version, Arc::clone(&item.value.tree))))
     }
 
     fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError> {
@@ -550,7 +551,10 @@ impl DataManager for RamDm {
             std::mem::take(&mut self.buffer).change_set(Validation::Always, |key, value| {
                 let tree = to_tree(key, value)?;
                 let size = codec::encode_value(&tree).len() as u64;
-                Ok(RamValue { tree, size })
+                Ok(RamValue {
+                    tree: Arc::new(tree),
+                    size,
+                })
             })?;
         self.prepared = Some(changes);
         Ok(())
@@ -645,7 +649,7 @@ impl SessionAdmin for RamContainer {
         for (item_key, item) in state.items_of(key, None) {
             data.entry(item_key.package.clone())
                 .or_default()
-                .insert(item_key.name.clone(), item.value.tree.clone());
+                .insert(item_key.name.clone(), Value::clone(&item.value.tree));
         }
         let bytes = state.value_bytes(key);
         Ok(Some(SessionDetail {

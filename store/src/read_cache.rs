@@ -13,7 +13,7 @@
 //! Reads still go through the transaction's buffer, which records their
 //! versions: validation is unchanged.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     ClientKey, StoreError, Value,
@@ -38,7 +38,7 @@ const MAX_CACHED_VALUE_BYTES: usize = 1024;
 #[derive(Debug, Default)]
 pub(crate) struct ReadCache {
     sessions: HashMap<ClientKey, Option<SessionRecord>, foldhash::fast::RandomState>,
-    items: HashMap<ItemKey, Option<(u64, Value)>, foldhash::fast::RandomState>,
+    items: HashMap<ItemKey, Option<(u64, Arc<Value>)>, foldhash::fast::RandomState>,
 }
 
 /// A snapshot's tables, read through the calling thread's cache of that
@@ -74,7 +74,7 @@ impl ReadView for CachedTables<'_> {
         Ok(record)
     }
 
-    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Arc<Value>)>, StoreError> {
         let Some(cache) = self.cache.as_deref_mut() else {
             let mut tables = self.tables;
             return tables.item(key);
@@ -90,7 +90,7 @@ impl ReadView for CachedTables<'_> {
             remember(
                 &mut cache.items,
                 key.clone(),
-                Some((version, value.clone())),
+                Some((version, Arc::clone(&value))),
             );
         }
         Ok(Some((version, value)))

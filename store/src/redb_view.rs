@@ -1,6 +1,8 @@
 //! The redb tables seen through [`ReadView`] (a request's snapshot, or the
 //! committer's write transaction) and [`WriteView`] (the committer).
 
+use std::sync::Arc;
+
 use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransaction};
 
 use crate::{
@@ -63,7 +65,7 @@ where
     pub(crate) fn item_with_len(
         &self,
         key: &ItemKey,
-    ) -> Result<Option<(u64, Value, usize)>, StoreError> {
+    ) -> Result<Option<(u64, Arc<Value>, usize)>, StoreError> {
         let bytes = codec::item_key(key);
         let Some(guard) = self.data.get(bytes.as_slice()).map_err(storage(READ))? else {
             return Ok(None);
@@ -71,7 +73,7 @@ where
         let (version, value) = codec::split_item(key, guard.value())?;
         Ok(Some((
             version,
-            codec::decode_value(key, value)?,
+            Arc::new(codec::decode_value(key, value)?),
             value.len(),
         )))
     }
@@ -113,7 +115,7 @@ where
         codec::decode_session(client, guard.value()).map(Some)
     }
 
-    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Arc<Value>)>, StoreError> {
         Ok(self
             .item_with_len(key)?
             .map(|(version, value, _)| (version, value)))
@@ -282,7 +284,7 @@ impl ReadView for WriteTables<'_> {
         (&self.view).session(client)
     }
 
-    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError> {
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Arc<Value>)>, StoreError> {
         (&self.view).item(key)
     }
 

@@ -75,6 +75,12 @@ impl SessionValue {
         SessionValue(Repr::Stored(Arc::new(tree)))
     }
 
+    /// A stored value, sharing the tree a container (or its read cache)
+    /// holds: reading a value costs a reference count, not a copy.
+    pub(crate) fn from_shared_tree(tree: Arc<Value>) -> Self {
+        SessionValue(Repr::Stored(tree))
+    }
+
     /// The value as a tree: a live value is serialized (every call), a
     /// stored one is cloned.
     ///

@@ -6,6 +6,8 @@
 //! apply rules exist once ([`crate::buffer`], [`crate::apply`]) and the RAM
 //! and redb containers cannot drift apart in semantics.
 
+use std::sync::Arc;
+
 use crate::{
     ClientKey, StoreError, Value,
     codec::{ItemKey, RecordKey, SessionRecord},
@@ -16,8 +18,9 @@ pub(crate) trait ReadView {
     /// The stored session record, expired or not.
     fn session(&mut self, client: &ClientKey) -> Result<Option<SessionRecord>, StoreError>;
 
-    /// The stored value and its version.
-    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Value)>, StoreError>;
+    /// The stored value and its version. Shared, not copied: a read hands
+    /// out a reference count, whatever the size of the value.
+    fn item(&mut self, key: &ItemKey) -> Result<Option<(u64, Arc<Value>)>, StoreError>;
 
     /// The version of a value; 0 if absent.
     fn item_version(&mut self, key: &ItemKey) -> Result<u64, StoreError>;

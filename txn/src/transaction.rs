@@ -3,6 +3,8 @@
 
 use std::{any::Any, fmt, sync::Arc, time::Instant};
 
+use smallvec::SmallVec;
+
 use crate::{
     BoxError, DataManager, Phase, TxnError,
     counters::Shard,
@@ -69,7 +71,10 @@ pub struct Transaction {
     id: u64,
     status: Status,
     failure: Option<String>,
-    resources: Vec<Box<dyn DataManager>>,
+    /// NOTE: inline up to two: a request joins one data manager per
+    /// container it uses (one or two), and the list was an allocation per
+    /// request.
+    resources: SmallVec<[Box<dyn DataManager>; 2]>,
     savepoints: Vec<SavepointRecord>,
     next_savepoint: u64,
     before_commit: Vec<BeforeCommitHook>,
@@ -98,7 +103,7 @@ impl Transaction {
             id,
             status: Status::Active,
             failure: None,
-            resources: Vec::new(),
+            resources: SmallVec::new(),
             savepoints: Vec::new(),
             next_savepoint: 0,
             before_commit: Vec::new(),
