@@ -249,13 +249,13 @@ impl IdFormat for KeelIdFormat {
     /// from memory: most requests come from clients seen a moment ago, and
     /// the HMAC check and the key's hash were most of reading the cookie.
     fn parse(&self, candidate: &str) -> Option<ClientId> {
-        if let Some(id) = self.verified.get(candidate) {
+        if let Some(id) = self.verified.get(candidate.as_bytes()) {
             return Some(id);
         }
         let id = self
             .verify(candidate)
             .then(|| ClientId::from_trusted(candidate))?;
-        self.verified.remember(&id);
+        self.verified.remember(candidate.as_bytes(), &id);
         Some(id)
     }
 }

@@ -1,16 +1,18 @@
 //! Client ids that verified lately, remembered per thread.
 //!
 //! Checking an id's HMAC and hashing it for the store were most of the CPU
-//! of reading a session cookie. An id that verified under a format's key
-//! ring always will (the ring of a format never changes), so each thread
-//! remembers the ids it verified lately and answers them without the
-//! cryptography.
+//! of reading a session cookie, and parsing the `Cookie` header most of the
+//! rest. What a request presents decides its id: an id that verified under
+//! a format's key ring always will (the ring of a format never changes), and
+//! a `Cookie` header always parses to the same id. So each thread remembers,
+//! by what was presented, the ids it verified lately, and answers them
+//! without the parsing and the cryptography.
 //!
-//! Only ids that verified are remembered, so a forged id never skips the
-//! HMAC check. Lookups never compare a presented value with a remembered id
-//! in variable time: entries are found by a keyed hash of the value (a
-//! random key per format), and the one candidate is compared in constant
-//! time, so timing tells nothing about the ids of other clients.
+//! Only presentations whose id verified are remembered, so a forged id never
+//! skips the HMAC check. Lookups never compare a presented value with a
+//! remembered one in variable time: entries are found by a keyed hash of the
+//! value (a random key per instance), and the one candidate is compared in
+//! constant time, so timing tells nothing about the ids of other clients.
 
 use std::{
     cell::RefCell,
@@ -24,13 +26,19 @@ use thread_local::ThreadLocal;
 
 use crate::ClientId;
 
-/// Ids kept per thread; the thread's map is emptied when it is full.
+/// Entries kept per thread; the thread's map is emptied when it is full.
 const MAX_IDS_PER_THREAD: usize = 4096;
 
-/// Recently verified ids of one format.
+/// Presentations longer than this are not remembered (they are parsed each
+/// time), which bounds the memory to about `MAX_IDS_PER_THREAD` times this
+/// per thread.
+pub(crate) const MAX_REMEMBERED_LEN: usize = 256;
+
+/// Recently verified ids, by what the client presented: the id itself, or
+/// the whole `Cookie` header that carried it.
 #[derive(Default)]
 pub(crate) struct VerifiedIds {
-    /// The key of the hash that files ids.
+    /// The key of the hash that files presentations.
     hasher: RandomState,
     threads: ThreadLocal<Slot>,
 }
@@ -39,25 +47,40 @@ pub(crate) struct VerifiedIds {
 /// by side, and the borrow flag is written on every lookup.
 #[derive(Default)]
 #[repr(align(128))]
-struct Slot(RefCell<HashMap<u64, ClientId>>);
+struct Slot(RefCell<HashMap<u64, Remembered>>);
+
+struct Remembered {
+    presented: Box<[u8]>,
+    id: ClientId,
+}
 
 impl VerifiedIds {
-    /// The remembered id whose wire form is `candidate`, if this thread
-    /// verified it lately.
-    pub(crate) fn get(&self, candidate: &str) -> Option<ClientId> {
+    /// The id whose presentation was `presented`, if this thread verified
+    /// it lately.
+    pub(crate) fn get(&self, presented: &[u8]) -> Option<ClientId> {
         let slot = self.threads.get()?;
         let ids = slot.0.borrow();
-        let id = ids.get(&self.hasher.hash_one(candidate))?;
-        same_in_constant_time(id.as_str().as_bytes(), candidate.as_bytes()).then(|| id.clone())
+        let entry = ids.get(&self.hasher.hash_one(presented))?;
+        same_in_constant_time(&entry.presented, presented).then(|| entry.id.clone())
     }
 
-    /// Remember `id`, which just verified.
-    pub(crate) fn remember(&self, id: &ClientId) {
+    /// Remember `id`, which just verified, as the id `presented` gives;
+    /// nothing if `presented` is longer than [`MAX_REMEMBERED_LEN`].
+    pub(crate) fn remember(&self, presented: &[u8], id: &ClientId) {
+        if presented.len() > MAX_REMEMBERED_LEN {
+            return;
+        }
         let mut ids = self.threads.get_or(Slot::default).0.borrow_mut();
         if ids.len() >= MAX_IDS_PER_THREAD {
             ids.clear();
         }
-        ids.insert(self.hasher.hash_one(id.as_str()), id.clone());
+        ids.insert(
+            self.hasher.hash_one(presented),
+            Remembered {
+                presented: presented.into(),
+                id: id.clone(),
+            },
+        );
     }
 }
 
