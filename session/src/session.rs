@@ -189,10 +189,15 @@ impl Session {
         name: &str,
     ) -> Result<Option<T>, SessionError> {
         let container = self.context().containers.lookup(package)?;
-        let Some(key) = self.client_key() else {
-            return Ok(None);
+        // One lock of the request state for the key and the transaction.
+        let stored = {
+            let mut state = self.state();
+            let Some(key) = state.current_key() else {
+                return Ok(None);
+            };
+            let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
+            container.touch_and_get(tx, &key, package, name)?
         };
-        let stored = self.with_tx(|tx| Ok(container.touch_and_get(tx, &key, package, name)?))?;
         stored
             .map(|value| crate::pkg_data::typed(&value, package, name))
             .transpose()

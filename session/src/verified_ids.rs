@@ -10,16 +10,17 @@
 //!
 //! Only presentations whose id verified are remembered, so a forged id never
 //! skips the HMAC check. Lookups never compare a presented value with a
-//! remembered one in variable time: entries are found by a keyed hash of the
-//! value (a random key per instance), and the one candidate is compared in
-//! constant time, so timing tells nothing about the ids of other clients.
+//! remembered one in variable time: entries are found by a randomly seeded
+//! 64-bit hash of the value, and the one candidate is compared in constant
+//! time. At most, timing could tell an attacker that some remembered value
+//! shares a probe's hash; that narrows nothing down: a value has 128 bits of
+//! secret, so some 2^64 values share each hash. The hash need not be a
+//! cryptographic one, so it is `foldhash`, not SipHash (which was a third of
+//! a lookup).
 
-use std::{
-    cell::RefCell,
-    collections::HashMap,
-    fmt,
-    hash::{BuildHasher, RandomState},
-};
+use std::{cell::RefCell, collections::HashMap, fmt, hash::BuildHasher};
+
+use foldhash::fast::RandomState;
 
 use subtle::ConstantTimeEq;
 use thread_local::ThreadLocal;
@@ -38,7 +39,7 @@ pub(crate) const MAX_REMEMBERED_LEN: usize = 256;
 /// the whole `Cookie` header that carried it.
 #[derive(Default)]
 pub(crate) struct VerifiedIds {
-    /// The key of the hash that files presentations.
+    /// The seed of the hash that files presentations.
     hasher: RandomState,
     threads: ThreadLocal<Slot>,
 }

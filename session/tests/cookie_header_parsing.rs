@@ -300,7 +300,11 @@ fn render(part: &Part, a: &ClientId, b: &ClientId) -> String {
 fn part() -> impl Strategy<Value = Part> {
     prop_oneof![
         any::<bool>().prop_map(Part::Valid),
-        (any::<bool>(), any::<usize>(), prop::sample::select(vec!['A', 'z', '0', '-', '_']))
+        (
+            any::<bool>(),
+            any::<usize>(),
+            prop::sample::select(vec!['A', 'z', '0', '-', '_'])
+        )
             .prop_map(|(first, at, with)| Part::Forged(first, at, with)),
         Just(Part::Other),
         Just(Part::Junk),
