@@ -238,13 +238,15 @@ async fn serve(
     });
     // The admin and metrics routes are merged after the session layer is
     // applied: they run outside request transactions and set no cookie.
+    // NOTE: only `/` gets the state: axum clones a route's state with the
+    // route on every request, and the templates' shared reference count,
+    // bumped by both workers, showed in the profile of `GET /api/count`.
     let app = Router::new()
-        .route("/", get(index))
+        .route("/", get(index).with_state(state))
         .route("/api/count", get(read_count).post(increment))
         .route("/api/oops", post(oops))
         .route("/api/login", post(login))
         .route("/api/logout", post(logout))
-        .with_state(state)
         .layer(SessionLayer::new(manager))
         .merge(admin)
         .merge(metrics_routes);
