@@ -413,8 +413,8 @@ impl CookieConfig {
 /// A request with a single `Cookie` header (of up to 256 bytes) that the
 /// same thread saw carry a verified id lately is answered from memory,
 /// without parsing: a header always parses to the same id. The header is
-/// found by a keyed hash and compared in constant time; only headers whose
-/// id verified are remembered (up to 4,096 per thread).
+/// found by a randomly seeded hash and compared in constant time; only
+/// headers whose id verified are remembered (up to 4,096 per thread).
 ///
 /// # Differences from zope.session
 ///

@@ -181,21 +181,28 @@ impl LayerHandle {
 
 impl Clone for LayerHandle {
     fn clone(&self) -> Self {
+        let mut pushed_out = None;
         let layer = LAYER_HANDLES
             .try_with(|handles| {
-                let mut handles = handles.borrow_mut();
+                let mut handles = handles.try_borrow_mut().ok()?;
                 if let Some((_, handle)) = handles.iter().find(|(id, _)| *id == self.id) {
-                    return handle.clone();
+                    return Some(handle.clone());
                 }
                 let handle = self.layer.fresh();
                 if handles.len() >= LAYER_HANDLES_PER_THREAD {
-                    handles.remove(0);
+                    pushed_out = Some(handles.remove(0));
                 }
                 handles.push((self.id, handle.clone()));
-                handle
+                Some(handle)
             })
-            // The thread is ending and its handles are gone: share this one.
-            .unwrap_or_else(|_| self.layer.clone());
+            .ok()
+            .flatten()
+            // The thread is ending and its handles are gone (or, not in
+            // practice, the list is in use): share this handle's count.
+            .unwrap_or_else(|| self.layer.clone());
+        // NOTE: dropped outside the list's borrow: it may be the last handle
+        // on a layer, whose drop closes containers.
+        drop(pushed_out);
         LayerHandle { id: self.id, layer }
     }
 }

@@ -20,7 +20,7 @@
 
 use std::{cell::RefCell, collections::HashMap, fmt, hash::BuildHasher};
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 
 use subtle::ConstantTimeEq;
 use thread_local::ThreadLocal;
@@ -48,7 +48,7 @@ pub(crate) struct VerifiedIds {
 /// by side, and the borrow flag is written on every lookup.
 #[derive(Default)]
 #[repr(align(128))]
-struct Slot(RefCell<HashMap<u64, Remembered>>);
+struct Slot(RefCell<HashMap<u64, Remembered, FixedState>>);
 
 struct Remembered {
     presented: Box<[u8]>,
@@ -60,7 +60,10 @@ impl VerifiedIds {
     /// it lately.
     pub(crate) fn get(&self, presented: &[u8]) -> Option<ClientId> {
         let slot = self.threads.get()?;
-        let ids = slot.0.borrow();
+        // NOTE: the keys are already seeded hashes, so the map itself hashes
+        // them with a fixed seed; a busy borrow (not in practice: nothing
+        // here calls back) counts as not remembered.
+        let ids = slot.0.try_borrow().ok()?;
         let entry = ids.get(&self.hasher.hash_one(presented))?;
         same_in_constant_time(&entry.presented, presented).then(|| entry.id.clone())
     }
@@ -71,7 +74,9 @@ impl VerifiedIds {
         if presented.len() > MAX_REMEMBERED_LEN {
             return;
         }
-        let mut ids = self.threads.get_or(Slot::default).0.borrow_mut();
+        let Ok(mut ids) = self.threads.get_or(Slot::default).0.try_borrow_mut() else {
+            return;
+        };
         if ids.len() >= MAX_IDS_PER_THREAD {
             ids.clear();
         }

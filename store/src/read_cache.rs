@@ -34,7 +34,7 @@ const MAX_CACHED_VALUE_BYTES: usize = 1024;
 /// NOTE: hashed with `foldhash`, not SipHash: the keys are hashes of
 /// server-minted ids (a client cannot choose them) and the application's
 /// package and item names, and a map holds at most `MAX_ENTRIES`. SipHash
-/// of a key was a tenth of a cache hit.
+/// of the keys showed in the profile of a read-only request.
 #[derive(Debug, Default)]
 pub(crate) struct ReadCache {
     sessions: HashMap<ClientKey, Option<SessionRecord>, foldhash::fast::RandomState>,
