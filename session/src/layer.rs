@@ -2,15 +2,11 @@
 //! handler succeeds, aborted when it fails, re-run on conflicts.
 
 use std::{
-    cell::RefCell,
     convert::Infallible,
     fmt,
     future::Future,
     pin::Pin,
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::Arc,
     task::{Context, Poll},
 };
 
@@ -18,7 +14,7 @@ use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use http_body::Body;
 use http_body_util::{BodyExt, Limited};
-use keel_txn::{ThreadHandle, TxnError, commit_without_blocking};
+use keel_txn::{TxnError, commit_without_blocking};
 use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
@@ -129,7 +125,7 @@ impl<S> Layer<S> for SessionLayer {
     fn layer(&self, inner: S) -> Self::Service {
         SessionService {
             inner,
-            layer: LayerHandle::new(self.clone()),
+            layer: Arc::new(self.clone()),
         }
     }
 }
@@ -138,79 +134,15 @@ impl<S> Layer<S> for SessionLayer {
 #[derive(Clone)]
 pub struct SessionService<S> {
     inner: S,
-    layer: LayerHandle,
-}
-
-/// A handle on a layer's settings whose clones take the reference count of
-/// the thread that clones.
-///
-/// NOTE: axum clones a route's service, and so this handle, for every
-/// request, on whichever worker serves it. A plain `Arc` had both workers
-/// bump one count, moving its cache line between cores four times per
-/// request. Each thread keeps a handle of its own per layer
-/// ([`LAYER_HANDLES`]), and a clone takes that one.
-struct LayerHandle {
-    /// Tells layers apart in [`LAYER_HANDLES`].
-    id: u64,
-    layer: ThreadHandle<SessionLayer>,
-}
-
-/// Layers built so far, for [`LayerHandle::id`].
-static NEXT_LAYER_ID: AtomicU64 = AtomicU64::new(0);
-
-/// Layer handles a thread keeps; beyond this the oldest is dropped (a
-/// process builds few layers; tests build many).
-const LAYER_HANDLES_PER_THREAD: usize = 8;
-
-thread_local! {
-    /// This thread's handles on the layers it served lately, by id. They
-    /// keep those layers' settings alive until the thread ends or the
-    /// handle is pushed out.
-    static LAYER_HANDLES: RefCell<Vec<(u64, ThreadHandle<SessionLayer>)>> =
-        const { RefCell::new(Vec::new()) };
-}
-
-impl LayerHandle {
-    fn new(layer: SessionLayer) -> Self {
-        LayerHandle {
-            id: NEXT_LAYER_ID.fetch_add(1, Ordering::Relaxed),
-            layer: ThreadHandle::new(Arc::new(layer)),
-        }
-    }
-}
-
-impl Clone for LayerHandle {
-    fn clone(&self) -> Self {
-        let mut pushed_out = None;
-        let layer = LAYER_HANDLES
-            .try_with(|handles| {
-                let mut handles = handles.try_borrow_mut().ok()?;
-                if let Some((_, handle)) = handles.iter().find(|(id, _)| *id == self.id) {
-                    return Some(handle.clone());
-                }
-                let handle = self.layer.fresh();
-                if handles.len() >= LAYER_HANDLES_PER_THREAD {
-                    pushed_out = Some(handles.remove(0));
-                }
-                handles.push((self.id, handle.clone()));
-                Some(handle)
-            })
-            .ok()
-            .flatten()
-            // The thread is ending and its handles are gone (or, not in
-            // practice, the list is in use): share this handle's count.
-            .unwrap_or_else(|| self.layer.clone());
-        // NOTE: dropped outside the list's borrow: it may be the last handle
-        // on a layer, whose drop closes containers.
-        drop(pushed_out);
-        LayerHandle { id: self.id, layer }
-    }
+    // NOTE: one `Arc` for the whole layer: each request takes a handle on
+    // it, and the layer's own fields are three reference counts.
+    layer: Arc<SessionLayer>,
 }
 
 impl<S> fmt::Debug for SessionService<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SessionService")
-            .field("layer", &*self.layer.layer)
+            .field("layer", &self.layer)
             .finish_non_exhaustive()
     }
 }
@@ -240,7 +172,7 @@ where
         // one for the first attempt and leave a fresh clone in its place.
         let fresh = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, fresh);
-        let layer = self.layer.layer.clone();
+        let layer = Arc::clone(&self.layer);
         let span = tracing::debug_span!(
             "keel.session",
             method = %request.method(),
@@ -251,7 +183,7 @@ where
 }
 
 async fn handle<S, ReqBody, ResBody>(
-    layer: ThreadHandle<SessionLayer>,
+    layer: Arc<SessionLayer>,
     inner: S,
     request: Request<ReqBody>,
 ) -> Result<Response<ResBody>, Infallible>
@@ -427,57 +359,5 @@ impl Session {
     /// The session the [`SessionLayer`] put in `extensions`, if any.
     pub fn from_extensions(extensions: &http::Extensions) -> Option<Session> {
         extensions.get::<Session>().cloned()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    // Test code: a failed unwrap is a failed test.
-    #![allow(clippy::unwrap_used)]
-
-    use super::*;
-    use crate::{ContainerRegistry, CookieConfig, KeyRing};
-    use keel_store::RamContainer;
-
-    fn layer() -> SessionLayer {
-        let ids = CookieConfig::keel(KeyRing::generate().unwrap())
-            .build()
-            .unwrap();
-        let containers = ContainerRegistry::new().with_default(Arc::new(RamContainer::new()));
-        SessionLayer::new(SessionManager::new(ids, containers))
-    }
-
-    #[test]
-    fn a_layer_handle_clone_takes_the_reference_count_of_the_cloning_thread() {
-        let original = LayerHandle::new(layer());
-        let here = original.clone();
-        let again = original.clone();
-        assert!(here.layer.same_count_as(&again.layer));
-        assert!(here.clone().layer.same_count_as(&here.layer));
-        assert!(!here.layer.same_count_as(&original.layer));
-        let there = std::thread::scope(|s| s.spawn(|| original.clone()).join().unwrap());
-        assert!(!there.layer.same_count_as(&here.layer));
-        // One layer's settings, whichever count.
-        assert!(std::ptr::eq::<SessionLayer>(&*there.layer, &*here.layer));
-        assert!(std::ptr::eq::<SessionLayer>(&*original.layer, &*here.layer));
-    }
-
-    #[test]
-    fn a_thread_keeps_a_bounded_number_of_layer_handles() {
-        let layers: Vec<LayerHandle> = (0..LAYER_HANDLES_PER_THREAD + 3)
-            .map(|_| LayerHandle::new(layer()))
-            .collect();
-        let first = layers[0].clone();
-        for layer in &layers {
-            drop(layer.clone());
-        }
-        LAYER_HANDLES.with(|handles| {
-            assert_eq!(handles.borrow().len(), LAYER_HANDLES_PER_THREAD);
-        });
-        // The first layer's handle was pushed out: a new one is made, on
-        // the same settings; handles taken before stay valid.
-        let later = layers[0].clone();
-        assert!(!later.layer.same_count_as(&first.layer));
-        assert!(std::ptr::eq::<SessionLayer>(&*later.layer, &*first.layer));
     }
 }

@@ -84,30 +84,6 @@ impl<T> ThreadHandle<T> {
     pub fn new(value: Arc<T>) -> Self {
         ThreadHandle(Arc::new(Padded(value)))
     }
-
-    /// A new handle on the same value with a reference count of its own,
-    /// for another thread to clone (making it touches the value's shared
-    /// count once).
-    ///
-    /// ```
-    /// use std::sync::Arc;
-    /// use keel_txn::ThreadHandle;
-    ///
-    /// let handle = ThreadHandle::new(Arc::new(7));
-    /// let other = handle.fresh();
-    /// assert!(std::ptr::eq(&*handle, &*other));
-    /// assert!(!handle.same_count_as(&other));
-    /// assert!(handle.same_count_as(&handle.clone()));
-    /// ```
-    pub fn fresh(&self) -> Self {
-        ThreadHandle::new(Arc::clone(&self.0.0))
-    }
-
-    /// Whether `self` and `other` share one reference count (one is a
-    /// clone of the other).
-    pub fn same_count_as(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 impl<T> Clone for ThreadHandle<T> {
