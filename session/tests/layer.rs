@@ -254,3 +254,31 @@ async fn a_conflict_on_every_attempt_gives_a_503() {
     assert!(body.contains("2 attempts"), "{body}");
     assert_eq!(manager.transaction_manager().stats().retries, 1);
 }
+
+/// Dropping an app releases its containers (and with them, for redb, the
+/// open database file), however many threads served requests through it:
+/// nothing per thread or per process keeps a layer alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_app_releases_its_containers_after_serving_on_several_threads() {
+    let h = common::Harness::new();
+    let container = Arc::downgrade(&h.container);
+    let router = app(&h);
+    let (_, cookie, _) = call(&router, "POST", "/count", None, "").await;
+    let cookie = cookie.unwrap();
+    let served: Vec<_> = (0..8)
+        .map(|_| {
+            let router = router.clone();
+            let cookie = cookie.clone();
+            tokio::spawn(async move { call(&router, "GET", "/count", Some(&cookie), "").await })
+        })
+        .collect();
+    for request in served {
+        assert_eq!(request.await.unwrap().2, "1");
+    }
+    drop(router);
+    drop(h);
+    assert!(
+        container.upgrade().is_none(),
+        "the container outlived the app that used it"
+    );
+}
