@@ -41,25 +41,16 @@
 //! [`SessionAdmin::sweep`] deletes them in bounded batches, reading only
 //! expired index entries.
 
-mod admin;
-mod apply;
-mod backend;
-mod buffer;
-mod codec;
-mod commit;
 mod container;
+mod engine;
 mod error;
 mod expiry;
 mod ram;
-mod read_cache;
-mod redb_container;
-mod redb_view;
+mod redb;
 mod session_value;
-mod snapshot;
-mod tables;
 mod value;
-mod view;
 
+pub use self::redb::{RedbContainer, RedbOptions};
 pub use container::{
     ClientKey, ContainerStats, SessionAdmin, SessionContainer, SessionDetail, SessionInfo,
     SessionSummary, SweepReport,
@@ -67,6 +58,5 @@ pub use container::{
 pub use error::StoreError;
 pub use expiry::{Clock, ExpiryPolicy, ManualClock, SystemClock};
 pub use ram::RamContainer;
-pub use redb_container::{RedbContainer, RedbOptions};
 pub use session_value::SessionValue;
 pub use value::{Value, ValueError, decode, encode, from_value, to_value};

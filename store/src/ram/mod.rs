@@ -18,11 +18,14 @@ use parking_lot::{Condvar, Mutex};
 use crate::{
     ClientKey, Clock, ContainerStats, ExpiryPolicy, SessionAdmin, SessionDetail, SessionSummary,
     StoreError, SweepReport, SystemClock, Value,
-    admin::{StatsBuilder, summary},
-    apply::{self, ChangeSet},
-    buffer::{At, Buffer, Validation, to_tree},
-    codec::{self, ItemKey, SessionRecord},
-    view::{ReadView, Taken, WriteView},
+    engine::{
+        admin::{StatsBuilder, summary},
+        apply::{self, ChangeSet},
+        buffer::{At, Buffer, Validation, to_tree},
+        container::BufferedContainer,
+        records::{self, ItemKey, SessionRecord},
+        view::{ReadView, Taken, WriteView},
+    },
 };
 
 /// Process-wide counter that makes every RAM container's sort key unique.
@@ -114,29 +117,6 @@ impl RamContainer {
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
-    }
-
-    fn at(&self) -> At {
-        At {
-            policy: self.expiry,
-            now: self.clock.now(),
-        }
-    }
-
-    /// Run `op` on this transaction's buffer, against the current state.
-    fn with_buffer<T>(
-        &self,
-        tx: &mut Transaction,
-        op: impl FnOnce(&mut Buffer, &mut Snapshot<'_>, At) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        let at = self.at();
-        let dm = tx.join_with(&self.shared.sort_key, || RamDm::new(self.shared.handle()))?;
-        let state = self.shared.state.lock();
-        let mut view = Snapshot {
-            state: &state,
-            start: dm.start,
-        };
-        op(&mut dm.buffer, &mut view, at)
     }
 
     /// Run `op` on the state as one commit of its own (admin operations),
@@ -423,7 +403,7 @@ impl RamState {
 /// The state as a transaction that began at commit `start` may read it:
 /// anything committed later is a conflict (there is no snapshot to read the
 /// older version from).
-struct Snapshot<'a> {
+pub(crate) struct Snapshot<'a> {
     state: &'a RamState,
     start: u64,
 }
@@ -550,7 +530,7 @@ impl DataManager for RamDm {
         let changes =
             std::mem::take(&mut self.buffer).change_set(Validation::Always, |key, value| {
                 let tree = to_tree(key, value)?;
-                let size = codec::encode_value(&tree).len() as u64;
+                let size = records::encode_value(&tree).len() as u64;
                 Ok(RamValue {
                     tree: Arc::new(tree),
                     size,
@@ -617,7 +597,33 @@ impl Drop for RamDm {
     }
 }
 
-crate::buffer::impl_session_container!(RamContainer);
+impl BufferedContainer for RamContainer {
+    type View<'a> = Snapshot<'a>;
+
+    fn policy(&self) -> &ExpiryPolicy {
+        &self.expiry
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.clock.as_ref()
+    }
+
+    /// Run `op` on this transaction's buffer, against the current state.
+    fn with_buffer<T>(
+        &self,
+        tx: &mut Transaction,
+        op: impl for<'v> FnOnce(&mut Buffer, &mut Self::View<'v>, At) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let at = self.at();
+        let dm = tx.join_with(&self.shared.sort_key, || RamDm::new(self.shared.handle()))?;
+        let state = self.shared.state.lock();
+        let mut view = Snapshot {
+            state: &state,
+            start: dm.start,
+        };
+        op(&mut dm.buffer, &mut view, at)
+    }
+}
 
 impl SessionAdmin for RamContainer {
     fn list_sessions(
@@ -663,7 +669,7 @@ impl SessionAdmin for RamContainer {
     }
 
     fn sessions_of_principal(&self, principal: &str) -> Result<Vec<ClientKey>, StoreError> {
-        codec::check_part("principal", principal)?;
+        records::check_part("principal", principal)?;
         let state = self.shared.state.lock();
         Ok(state
             .principals

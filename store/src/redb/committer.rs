@@ -27,12 +27,14 @@ use tokio::sync::oneshot;
 
 use crate::{
     ClientKey, ExpiryPolicy, StoreError, SweepReport,
-    apply::{self, ChangeSet},
-    codec,
-    redb_container::guard_panic,
-    redb_view::{WriteTables, storage},
-    snapshot::LatestSnapshot,
-    tables,
+    engine::apply::{self, ChangeSet},
+    redb::{
+        codec,
+        open::guard_panic,
+        snapshot::LatestSnapshot,
+        tables,
+        view::{WriteTables, storage},
+    },
 };
 
 /// The database, shared by the committer (which may replace it) and readers.

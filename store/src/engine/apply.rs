@@ -5,8 +5,10 @@ use std::collections::BTreeSet;
 
 use crate::{
     ClientKey, ExpiryPolicy, StoreError, SweepReport,
-    codec::{ItemKey, RecordKey, SessionRecord},
-    view::{ReadView, Taken, WriteView},
+    engine::{
+        records::{ItemKey, RecordKey, SessionRecord},
+        view::{ReadView, Taken, WriteView},
+    },
 };
 
 /// Everything a transaction commits: the versions it read (to validate) and

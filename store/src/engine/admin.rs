@@ -1,6 +1,8 @@
 //! Pieces of the admin listings that both containers build the same way.
 
-use crate::{ClientKey, ContainerStats, ExpiryPolicy, SessionSummary, codec::SessionRecord};
+use crate::{
+    ClientKey, ContainerStats, ExpiryPolicy, SessionSummary, engine::records::SessionRecord,
+};
 
 /// The summary of a stored session at `now`.
 pub(crate) fn summary(

@@ -32,8 +32,10 @@ use thread_local::ThreadLocal;
 
 use crate::{
     StoreError,
-    read_cache::ReadCache,
-    redb_view::{SnapshotTables, snapshot_tables, storage},
+    redb::{
+        read_cache::ReadCache,
+        view::{SnapshotTables, snapshot_tables, storage},
+    },
 };
 
 /// A consistent view of one committed state: a redb read transaction and

@@ -7,9 +7,14 @@ use redb::{ReadOnlyTable, ReadTransaction, ReadableTable, Table, WriteTransactio
 
 use crate::{
     ClientKey, StoreError, Value,
-    codec::{self, DataKey, ItemKey, SessionRecord},
-    tables,
-    view::{ReadView, Taken, WriteView},
+    engine::{
+        records::{self, ItemKey, SessionRecord},
+        view::{ReadView, Taken, WriteView},
+    },
+    redb::{
+        codec::{self, DataKey},
+        tables,
+    },
 };
 
 /// A redb error as a [`StoreError::Storage`] of `operation`.
@@ -73,7 +78,7 @@ where
         let (version, value) = codec::split_item(key, guard.value())?;
         Ok(Some((
             version,
-            Arc::new(codec::decode_value(key, value)?),
+            Arc::new(records::decode_value(key, value)?),
             value.len(),
         )))
     }

@@ -17,9 +17,11 @@ use std::{collections::HashMap, sync::Arc};
 
 use crate::{
     ClientKey, StoreError, Value,
-    codec::{ItemKey, SessionRecord},
-    redb_view::SnapshotTables,
-    view::ReadView,
+    engine::{
+        records::{ItemKey, SessionRecord},
+        view::ReadView,
+    },
+    redb::view::SnapshotTables,
 };
 
 /// Entries kept per kind; the cache is emptied when one kind fills up.

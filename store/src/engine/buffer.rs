@@ -9,9 +9,11 @@ use keel_txn::{BoxError, SavepointState};
 
 use crate::{
     ClientKey, ExpiryPolicy, SessionInfo, SessionValue, StoreError, Value,
-    apply::{ChangeSet, RecordChange, SessionChange},
-    codec::{ItemKey, RecordKey, SessionRecord, check_part},
-    view::ReadView,
+    engine::{
+        apply::{ChangeSet, RecordChange, SessionChange},
+        records::{ItemKey, RecordKey, SessionRecord, check_part},
+        view::ReadView,
+    },
 };
 
 /// The expiry policy and the time of one container operation.
@@ -676,138 +678,6 @@ fn check_parts(package: &str, name: &str) -> Result<(), StoreError> {
     check_part("package id", package)?;
     check_part("name", name)
 }
-
-/// Implement [`SessionContainer`](crate::SessionContainer) for a container
-/// type by delegating every operation to the [`Buffer`] of the transaction's
-/// data manager. The type needs fields `expiry: ExpiryPolicy` and
-/// `clock: Arc<dyn Clock>`, and a method
-/// `with_buffer(&self, tx, op: impl FnOnce(&mut Buffer, &mut impl ReadView, At) -> Result<T, StoreError>)`
-/// that joins the transaction and opens the container's read view: the only
-/// parts that differ between containers.
-macro_rules! impl_session_container {
-    ($container:ty) => {
-        impl $crate::SessionContainer for $container {
-            fn expiry(&self) -> &$crate::ExpiryPolicy {
-                &self.expiry
-            }
-
-            fn now(&self) -> u64 {
-                $crate::Clock::now(self.clock.as_ref())
-            }
-
-            fn session(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-            ) -> Result<Option<$crate::SessionInfo>, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.session(v, at, client))
-            }
-
-            fn create_session(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-            ) -> Result<$crate::SessionInfo, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.create_session(v, at, client))
-            }
-
-            fn delete_session(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-            ) -> Result<bool, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.delete_session(v, at, client))
-            }
-
-            fn rename_session(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                from: &$crate::ClientKey,
-                to: &$crate::ClientKey,
-            ) -> Result<(), $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.rename_session(v, at, from, to))
-            }
-
-            fn set_principal(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                principal: Option<&str>,
-            ) -> Result<(), $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.set_principal(v, at, client, principal))
-            }
-
-            fn get(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                package: &str,
-                name: &str,
-            ) -> Result<Option<$crate::SessionValue>, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.get(v, at, client, package, name))
-            }
-
-            fn touch_and_get(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                package: &str,
-                name: &str,
-            ) -> Result<Option<$crate::SessionValue>, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.touch_and_get(v, at, client, package, name))
-            }
-
-            fn insert(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                package: &str,
-                name: &str,
-                value: $crate::SessionValue,
-            ) -> Result<(), $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.insert(v, at, client, package, name, value))
-            }
-
-            fn remove(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                package: &str,
-                name: &str,
-            ) -> Result<bool, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.remove(v, at, client, package, name))
-            }
-
-            fn names(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                package: &str,
-            ) -> Result<Vec<String>, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.names(v, at, client, package))
-            }
-
-            fn has_names(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-                package: &str,
-            ) -> Result<bool, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.has_names(v, at, client, package))
-            }
-
-            fn packages(
-                &self,
-                tx: &mut ::keel_txn::Transaction,
-                client: &$crate::ClientKey,
-            ) -> Result<Vec<String>, $crate::StoreError> {
-                self.with_buffer(tx, |b, v, at| b.packages(v, at, client))
-            }
-        }
-    };
-}
-
-pub(crate) use impl_session_container;
 
 #[cfg(test)]
 mod tests {

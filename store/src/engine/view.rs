@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use crate::{
     ClientKey, StoreError, Value,
-    codec::{ItemKey, RecordKey, SessionRecord},
+    engine::records::{ItemKey, RecordKey, SessionRecord},
 };
 
 /// Read access to committed state.
