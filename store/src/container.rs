@@ -1,6 +1,6 @@
 //! The contract between the session layer and a session data container.
 
-use std::{collections::BTreeMap, fmt, str::FromStr};
+use std::{collections::BTreeMap, fmt, future::Future, pin::Pin, str::FromStr};
 
 use keel_txn::Transaction;
 use sha2::{Digest, Sha256};
@@ -65,6 +65,11 @@ impl FromStr for ClientKey {
     }
 }
 
+/// A read of a session started ahead of the request's handler: see
+/// [`SessionContainer::preload`]. Resolves once the session is read into the
+/// transaction; holds no thread while it waits.
+pub type Preload = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
+
 /// What the container knows about a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -92,6 +97,36 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
 
     /// The current time, Unix seconds, from the container's clock.
     fn now(&self) -> u64;
+
+    /// Start reading session `client` into the transaction, so that the
+    /// operations that follow find it without waiting: `None` when there is
+    /// nothing to read ahead (the embedded containers read in place, and a
+    /// session already read needs no second read). The session layer awaits
+    /// it before the handler runs, so a container that reads over the
+    /// network never blocks a worker thread on a request's usual reads.
+    ///
+    /// # Errors
+    /// [`StoreError::Transaction`] if the transaction cannot be joined; the
+    /// future fails with the container's read errors.
+    fn preload(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+    ) -> Result<Option<Preload>, StoreError> {
+        let _ = (tx, client);
+        Ok(None)
+    }
+
+    /// `client` was just minted from fresh randomness (128 bits or more), so
+    /// no session exists under it: a container may take it as absent without
+    /// reading it. Its commit still checks that it is.
+    ///
+    /// # Errors
+    /// [`StoreError::Transaction`] if the transaction cannot be joined.
+    fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
+        let _ = (tx, client);
+        Ok(())
+    }
 
     /// The live session `client`, or `None` if there is none or it expired.
     /// Counts as an access: applies the touch rule (a buffered, conflict-free

@@ -129,6 +129,17 @@ pub enum StoreError {
         /// Why.
         reason: String,
     },
+    /// The database server cannot be reached (connection refused, lost or
+    /// timed out). Nothing was written unless the error says the outcome is
+    /// unknown; the container reconnects by itself.
+    #[error("the session database {database} is unavailable: {source}")]
+    Unavailable {
+        /// Which database (its URL without a password).
+        database: String,
+        /// The client's error.
+        #[source]
+        source: BoxError,
+    },
     /// The container's committer has shut down.
     #[error("the container is closed")]
     Closed,
@@ -154,6 +165,14 @@ impl StoreError {
         error
             .downcast_ref::<StoreError>()
             .is_some_and(StoreError::is_retryable)
+    }
+}
+
+impl StoreError {
+    /// Whether the storage is unreachable for now (an HTTP server answers
+    /// 503): the database server is down or the link to it failed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable { .. })
     }
 }
 

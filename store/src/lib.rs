@@ -45,6 +45,8 @@ mod container;
 mod engine;
 mod error;
 mod expiry;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod ram;
 mod redb;
 mod session_value;
@@ -52,11 +54,13 @@ mod value;
 
 pub use self::redb::{RedbContainer, RedbOptions};
 pub use container::{
-    ClientKey, ContainerStats, SessionAdmin, SessionContainer, SessionDetail, SessionInfo,
+    ClientKey, ContainerStats, Preload, SessionAdmin, SessionContainer, SessionDetail, SessionInfo,
     SessionSummary, SweepReport,
 };
 pub use error::StoreError;
 pub use expiry::{Clock, ExpiryPolicy, ManualClock, SystemClock};
+#[cfg(feature = "postgres")]
+pub use postgres::{PostgresContainer, PostgresOptions, RoundTrips};
 pub use ram::RamContainer;
 pub use session_value::SessionValue;
 pub use value::{Value, ValueError, decode, encode, from_value, to_value};

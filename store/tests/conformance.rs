@@ -2,8 +2,8 @@
 //! (RAM and redb): session lifecycle, read-your-own-writes, the touch rule and
 //! expiry boundaries of zope.session, serialization at commit, the isolation
 //! anomalies optimistic versioning forbids, sweeping, and the admin view.
-//! A new container (PostgreSQL) joins by adding one line to the macro call at
-//! the bottom.
+//! A new backend joins by adding one module to the macro at the bottom
+//! (PostgreSQL's runs against the machine's server, see `common::postgres`).
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -860,6 +860,15 @@ macro_rules! conformance {
         }
         mod redb {
             $( #[test] fn $test() { super::$test(super::Kind::Redb) } )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $( #[test] fn $test() {
+                if super::common::postgres::skip() {
+                    return;
+                }
+                super::$test(super::Kind::Postgres)
+            } )*
         }
     };
 }

@@ -8,8 +8,8 @@ use std::fmt;
 use keel_txn::Transaction;
 
 use crate::{
-    ClientKey, Clock, ExpiryPolicy, SessionAdmin, SessionContainer, SessionInfo, SessionValue,
-    StoreError,
+    ClientKey, Clock, ExpiryPolicy, Preload, SessionAdmin, SessionContainer, SessionInfo,
+    SessionValue, StoreError,
     engine::{
         buffer::{At, Buffer},
         view::ReadView,
@@ -43,6 +43,29 @@ pub(crate) trait BufferedContainer:
         op: impl for<'v> FnOnce(&mut Buffer, &mut Self::View<'v>, At) -> Result<T, StoreError>,
     ) -> Result<T, StoreError>;
 
+    /// [`SessionContainer::preload`]: nothing to read ahead unless the
+    /// backend reads over the network.
+    ///
+    /// # Errors
+    /// As for [`SessionContainer::preload`].
+    fn preload(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+    ) -> Result<Option<Preload>, StoreError> {
+        let _ = (tx, client);
+        Ok(None)
+    }
+
+    /// [`SessionContainer::declare_fresh`].
+    ///
+    /// # Errors
+    /// As for [`SessionContainer::declare_fresh`].
+    fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
+        let _ = (tx, client);
+        Ok(())
+    }
+
     /// The policy and the time of one operation.
     fn at(&self) -> At {
         At {
@@ -61,6 +84,18 @@ impl<C: BufferedContainer> SessionContainer for C {
 
     fn now(&self) -> u64 {
         self.clock().now()
+    }
+
+    fn preload(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+    ) -> Result<Option<Preload>, StoreError> {
+        BufferedContainer::preload(self, tx, client)
+    }
+
+    fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
+        BufferedContainer::declare_fresh(self, tx, client)
     }
 
     fn session(

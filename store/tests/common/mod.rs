@@ -34,6 +34,8 @@ impl serde::Serialize for NoPickle {
 pub enum Kind {
     Ram,
     Redb,
+    #[cfg(feature = "postgres")]
+    Postgres,
 }
 
 /// A container with its clock and a transaction manager; keeps the
@@ -43,12 +45,17 @@ pub struct Env {
     pub clock: ManualClock,
     pub manager: TransactionManager,
     pub dir: Option<TempDir>,
+    /// The PostgreSQL schema of this test, dropped with the `Env`.
+    #[cfg(feature = "postgres")]
+    pub schema: Option<postgres::Schema>,
 }
 
 impl Env {
     /// A container of `kind` with `policy`, its clock at `now`.
     pub fn new(kind: Kind, policy: ExpiryPolicy, now: u64) -> Env {
         let clock = ManualClock::new(now);
+        #[cfg(feature = "postgres")]
+        let mut schema = None;
         let (container, dir): (Arc<dyn SessionContainer>, _) = match kind {
             Kind::Ram => (
                 Arc::new(
@@ -67,12 +74,27 @@ impl Env {
                     .expect("open redb container");
                 (Arc::new(container), Some(dir))
             }
+            #[cfg(feature = "postgres")]
+            Kind::Postgres => {
+                let name = postgres::Schema::new();
+                let options = keel_store::PostgresOptions::new()
+                    .with_schema(name.name.clone())
+                    .with_pool_size(4)
+                    .with_expiry(policy)
+                    .with_clock(Arc::new(clock.clone()));
+                let container = keel_store::PostgresContainer::connect(&postgres::url(), options)
+                    .expect("connect the PostgreSQL container");
+                schema = Some(name);
+                (Arc::new(container), None)
+            }
         };
         Env {
             container,
             clock,
             manager: TransactionManager::new(),
             dir,
+            #[cfg(feature = "postgres")]
+            schema,
         }
     }
 
@@ -86,6 +108,111 @@ impl Env {
                 .with_resolution(600),
             1000,
         )
+    }
+}
+
+#[cfg(feature = "postgres")]
+pub mod postgres {
+    //! The PostgreSQL every test run needs: under `CI=true` an unreachable
+    //! server fails the test; elsewhere the test says loudly that it was
+    //! skipped, and why. Each test gets a schema of its own, dropped at the
+    //! end.
+
+    use std::{
+        sync::{
+            OnceLock,
+            atomic::{AtomicU64, Ordering},
+        },
+        time::{Duration, SystemTime, UNIX_EPOCH},
+    };
+
+    /// The test database: `KEEL_TEST_POSTGRES`, or the machine's own.
+    pub fn url() -> String {
+        std::env::var("KEEL_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
+    }
+
+    /// Whether to skip a PostgreSQL test: the server does not answer and
+    /// this is not CI (where that fails the test instead).
+    pub fn skip() -> bool {
+        static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+        let reachable = REACHABLE.get_or_init(|| {
+            run(|client| async move { client.simple_query("SELECT 1").await.map(|_| ()) })
+        });
+        match reachable {
+            Ok(()) => false,
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!(
+                    "PostgreSQL at {} is unreachable under CI=true: {why}",
+                    url()
+                )
+            }
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED: PostgreSQL at {} is unreachable ({why}); \
+                     this test ran nothing",
+                    url()
+                );
+                true
+            }
+        }
+    }
+
+    /// Run `work` on a fresh connection to the test database.
+    pub fn run<F, Fut>(work: F) -> Result<(), String>
+    where
+        F: FnOnce(tokio_postgres::Client) -> Fut,
+        Fut: std::future::Future<Output = Result<(), tokio_postgres::Error>>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let url = url();
+            let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+            let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connect)
+                .await
+                .map_err(|_| "no answer within 5 s".to_owned())?
+                .map_err(|e| e.to_string())?;
+            let driver = tokio::spawn(connection);
+            let result = work(client).await.map_err(|e| e.to_string());
+            driver.abort();
+            result
+        })
+    }
+
+    /// A schema name no other test (or earlier run) uses; dropped with its
+    /// tables when this goes.
+    #[derive(Debug)]
+    pub struct Schema {
+        pub name: String,
+    }
+
+    impl Schema {
+        pub fn new() -> Schema {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            Schema {
+                name: format!(
+                    "keel_t{}_{}_{}",
+                    std::process::id(),
+                    nanos,
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ),
+            }
+        }
+    }
+
+    impl Drop for Schema {
+        fn drop(&mut self) {
+            let sql = format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name);
+            if let Err(err) = run(|client| async move { client.batch_execute(&sql).await }) {
+                eprintln!("could not drop test schema {}: {err}", self.name);
+            }
+        }
     }
 }
 
