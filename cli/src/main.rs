@@ -10,6 +10,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin_api;
+mod database;
 mod metrics;
 mod ops;
 mod output;
@@ -54,7 +55,8 @@ enum IdFormat {
 /// Options of `keel serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// The session database file (redb).
+    /// The session database: a redb file, or a PostgreSQL URL
+    /// (postgres://USER@HOST:PORT/DB) that several servers share.
     #[arg(long, default_value = "./keel.redb")]
     db: PathBuf,
     /// Keep sessions in memory (the RAM container) instead of a file.

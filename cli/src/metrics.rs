@@ -16,8 +16,8 @@
 use std::{fmt, sync::Arc, time::Instant};
 
 use keel_store::{
-    ClientKey, ContainerStats, ExpiryPolicy, SessionAdmin, SessionContainer, SessionDetail,
-    SessionInfo, SessionSummary, SessionValue, StoreError, SweepReport,
+    ClientKey, ContainerStats, ExpiryPolicy, Preload, SessionAdmin, SessionContainer,
+    SessionDetail, SessionInfo, SessionSummary, SessionValue, StoreError, SweepReport,
 };
 use keel_txn::{BoxError, DataManager, SavepointState, Transaction, TxnStats};
 use metrics::{
@@ -281,6 +281,18 @@ impl SessionContainer for TimedContainer {
 
     fn now(&self) -> u64 {
         self.inner.now()
+    }
+
+    fn preload(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+    ) -> Result<Option<Preload>, StoreError> {
+        self.inner.preload(tx, client)
+    }
+
+    fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
+        self.inner.declare_fresh(tx, client)
     }
 
     fn session(

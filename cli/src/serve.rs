@@ -19,7 +19,10 @@ use keel_session::{
     ContainerRegistry, CookieConfig, KeyRing, Session, SessionError, SessionLayer, SessionManager,
     ZopeIdFormat, template_object,
 };
-use keel_store::{ExpiryPolicy, RamContainer, RedbContainer, RedbOptions, SessionContainer};
+use keel_store::{
+    ExpiryPolicy, PostgresContainer, PostgresOptions, RamContainer, RedbContainer, RedbOptions,
+    SessionContainer,
+};
 use serde::{Deserialize, Serialize, Serializer, ser::Error as _};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -27,6 +30,7 @@ use tokio::net::TcpListener;
 use crate::{
     CliError, IdFormat, ServeArgs,
     admin_api::{self, AdminState, AdminToken, MetricsState},
+    database::Database,
     metrics::{Metrics, TimedContainer},
     policy,
     sweeper::{self, SweeperStatus},
@@ -120,10 +124,16 @@ fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliErro
     Ok(if args.memory {
         Arc::new(RamContainer::new().with_expiry(expiry))
     } else {
-        Arc::new(RedbContainer::open_with(
-            &args.db,
-            RedbOptions::new().with_expiry(expiry),
-        )?)
+        match Database::from_arg(&args.db) {
+            Database::File(path) => Arc::new(RedbContainer::open_with(
+                path,
+                RedbOptions::new().with_expiry(expiry),
+            )?),
+            Database::Postgres(url) => Arc::new(PostgresContainer::connect(
+                &url,
+                PostgresOptions::new().with_expiry(expiry),
+            )?),
+        }
     })
 }
 

@@ -83,6 +83,18 @@ impl SessionError {
             _ => false,
         }
     }
+
+    /// Whether the session store cannot be reached for now (the database
+    /// server is down or the link to it failed): an HTTP server answers 503.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            SessionError::Store(err) => err.is_unavailable(),
+            SessionError::Transaction(err) => err
+                .source_as::<keel_store::StoreError>()
+                .is_some_and(keel_store::StoreError::is_unavailable),
+            _ => false,
+        }
+    }
 }
 
 impl keel_txn::Retryable for SessionError {

@@ -51,6 +51,9 @@ pub enum CommitFailure {
         /// The limit, bytes.
         limit: usize,
     },
+    /// The session could not be read before the handler ran (its
+    /// container's database cannot be reached, or the read failed).
+    Unavailable(SessionError),
     /// Reading the request body failed.
     BodyUnreadable {
         /// What the body said.
@@ -224,6 +227,19 @@ where
     let mut attempt: u32 = 1;
     loop {
         let session = layer.manager.session_for(&parts.method, &parts.headers);
+        // A container that reads over the network reads the session now,
+        // awaited here, so the handler's reads never block a worker.
+        if let Err(err) = session.preload().await {
+            session.abort();
+            if err.is_retryable() && attempt < policy.attempts() {
+                transactions.record_retry();
+                tokio::time::sleep(policy.backoff(attempt)).await;
+                attempt += 1;
+                continue;
+            }
+            tracing::warn!(error = %err, "reading the session failed");
+            return Ok(respond(CommitFailure::Unavailable(err)));
+        }
         let body = match empty_body.take() {
             Some(empty) => empty,
             None => ReqBody::from(body.clone()),
@@ -291,7 +307,24 @@ where
 /// `"package"` and `"key"` when a value could not be serialized.
 pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
     let (status, message) = match failure {
+        CommitFailure::Failed(err)
+            if err
+                .source_as::<keel_store::StoreError>()
+                .is_some_and(keel_store::StoreError::is_unavailable) =>
+        {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store is unavailable; try again".to_owned(),
+            )
+        }
         CommitFailure::Failed(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
+        CommitFailure::Unavailable(err) if !err.is_unavailable() => {
+            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
+        }
+        CommitFailure::Unavailable(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the session store is unavailable; try again".to_owned(),
+        ),
         CommitFailure::Conflict { attempts, .. } => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
@@ -334,7 +367,7 @@ impl SessionError {
     /// [`RetryRequest`] for a conflict (the layer re-runs the request), 400
     /// for a missing client id, 500 otherwise.
     pub fn to_response(&self) -> Response<Bytes> {
-        let status = if self.is_retryable() {
+        let status = if self.is_retryable() || self.is_unavailable() {
             StatusCode::SERVICE_UNAVAILABLE
         } else if matches!(self, SessionError::MissingClientId { .. }) {
             StatusCode::BAD_REQUEST

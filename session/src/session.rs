@@ -130,6 +130,37 @@ impl Session {
         f(tx)
     }
 
+    /// Read this request's session ahead, in every container that reads over
+    /// the network, without blocking a thread: the session layer awaits
+    /// this before the handler runs, so the handler's reads find the session
+    /// already read. Does nothing for a request without a client id, or for
+    /// the embedded containers.
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] if a container cannot read the session
+    /// ([`StoreError::Unavailable`](keel_store::StoreError::Unavailable) when
+    /// its database cannot be reached).
+    pub async fn preload(&self) -> Result<(), SessionError> {
+        let reads = {
+            let mut state = self.state();
+            let Some(key) = state.current_key() else {
+                return Ok(());
+            };
+            let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
+            let mut reads = Vec::new();
+            for container in self.context().containers.containers() {
+                if let Some(read) = container.preload(tx, &key)? {
+                    reads.push(read);
+                }
+            }
+            reads
+        };
+        for read in reads {
+            read.await?;
+        }
+        Ok(())
+    }
+
     /// The key (hashed client id) of this request's session, if the request
     /// has a client id.
     pub fn client_key(&self) -> Option<ClientKey> {
@@ -250,6 +281,7 @@ impl Session {
         }
         let id = self.context().ids.mint(&state.method)?;
         let key = id.key();
+        container.declare_fresh(tx, &key)?;
         container.create_session(tx, &key)?;
         state.current = Some(id);
         state.known_live = true;
@@ -312,6 +344,9 @@ impl Session {
         let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
         let new_id = self.context().ids.mint(&state.method)?;
         let new_key = new_id.key();
+        for container in self.context().containers.containers() {
+            container.declare_fresh(tx, &new_key)?;
+        }
         let mut moved = false;
         if let Some(old_key) = current_key {
             for container in self.live_containers(tx, &old_key)? {

@@ -16,7 +16,9 @@ use std::{
 use clap::Subcommand;
 
 use crate::{
-    CliError, ops, output,
+    CliError,
+    database::Database,
+    ops, output,
     progress::Progress,
     wire::{RevokedJson, SessionJson, StatsJson, SweepJson},
 };
@@ -33,8 +35,9 @@ pub(crate) struct SessionsArgs {
 /// Where the sessions are, and how to print them.
 #[derive(Debug, clap::Args)]
 struct TargetArgs {
-    /// The session database file (offline mode; default ./keel.redb). It
-    /// must exist, and no server may hold it open.
+    /// The session database (offline mode; default ./keel.redb): a redb file,
+    /// which must exist and no server may hold open, or a PostgreSQL URL
+    /// (postgres://USER@HOST:PORT/DB), which works while servers run.
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// Base URL of a running `keel serve` (online mode, via its admin API),
@@ -174,7 +177,7 @@ pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
             ));
         }
         return offline::populate(
-            &db,
+            &Database::from_arg(&db),
             target.timeout,
             target.resolution,
             count,
@@ -190,7 +193,7 @@ pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
             Box::new(online::Online::connect(url, token_file)?)
         }
         None => Box::new(offline::Offline::open(
-            &db,
+            &Database::from_arg(&db),
             target.timeout,
             target.resolution,
         )?),

@@ -7,23 +7,55 @@ use std::{
 };
 
 use keel_store::{
-    ClientKey, ExpiryPolicy, ManualClock, RedbContainer, RedbOptions, SessionContainer,
-    SessionValue, StoreError,
+    ClientKey, Clock, ExpiryPolicy, ManualClock, PostgresContainer, PostgresOptions, RedbContainer,
+    RedbOptions, SessionContainer, SessionValue, StoreError,
 };
 use keel_txn::TransactionManager;
 
 use super::Admin;
 use crate::{
-    CliError, ops, policy,
+    CliError,
+    database::Database,
+    ops, policy,
     progress::Progress,
     wire::{RevokedJson, SessionJson, StatsJson, SweepJson},
 };
 
-/// A database file opened by `keel sessions`.
+/// A database opened by `keel sessions`: a redb file no server holds, or a
+/// PostgreSQL database (servers may be running on it: nothing is locked).
 #[derive(Debug)]
 pub(super) struct Offline {
-    container: RedbContainer,
+    container: Box<dyn SessionContainer>,
+    /// Names the database in errors (a PostgreSQL URL without its password).
     path: PathBuf,
+}
+
+/// Open the container `db` names, judging expiry with `policy` and taking
+/// the time from `clock` if given. Returns it with the name errors give it.
+fn open_container(
+    db: &Database,
+    policy: ExpiryPolicy,
+    clock: Option<Arc<dyn Clock>>,
+) -> Result<(Box<dyn SessionContainer>, PathBuf), CliError> {
+    match db {
+        Database::File(path) => {
+            let mut options = RedbOptions::new().with_expiry(policy);
+            if let Some(clock) = clock {
+                options = options.with_clock(clock);
+            }
+            let container = RedbContainer::open_with(path, options).map_err(in_file(path))?;
+            Ok((Box::new(container), path.clone()))
+        }
+        Database::Postgres(url) => {
+            let mut options = PostgresOptions::new().with_expiry(policy);
+            if let Some(clock) = clock {
+                options = options.with_clock(clock);
+            }
+            let container = PostgresContainer::connect(url, options)?;
+            let name = PathBuf::from(container.database());
+            Ok((Box::new(container), name))
+        }
+    }
 }
 
 /// Whether a store error already names the database file.
@@ -71,34 +103,29 @@ impl Offline {
     /// created); the store's open errors, which name the file
     /// (`DatabaseInUse` suggests `--url`).
     pub(super) fn open(
-        path: &Path,
+        db: &Database,
         timeout: Option<u64>,
         resolution: Option<u64>,
     ) -> Result<Self, CliError> {
-        if !path.exists() {
+        if let Database::File(path) = db
+            && !path.exists()
+        {
             return Err(CliError::NoDatabase {
                 path: path.to_owned(),
             });
         }
-        let open = |policy: ExpiryPolicy| {
-            RedbContainer::open_with(path, RedbOptions::new().with_expiry(policy))
-                .map_err(in_file(path))
-        };
         let defaults = apply(ExpiryPolicy::default(), timeout, resolution);
-        let mut container = open(defaults)?;
-        let recorded = policy::load(&container).map_err(in_file(path))?;
+        let (mut container, path) = open_container(db, defaults, None)?;
+        let recorded = policy::load(container.as_ref()).map_err(in_file(&path))?;
         if let Some(recorded) = recorded {
             let wanted = apply(recorded, timeout, resolution);
             if wanted != defaults {
                 // The policy is fixed at open: close and open again with it.
                 drop(container);
-                container = open(wanted)?;
+                container = open_container(db, wanted, None)?.0;
             }
         }
-        Ok(Offline {
-            container,
-            path: path.to_owned(),
-        })
+        Ok(Offline { container, path })
     }
 
     fn err(&self) -> impl Fn(StoreError) -> CliError + '_ {
@@ -118,25 +145,25 @@ impl Admin for Offline {
         data: bool,
     ) -> Result<Vec<SessionJson>, CliError> {
         let after = after.map(ops::parse_key).transpose()?;
-        ops::list_page(&self.container, after.as_ref(), limit, data).map_err(self.err())
+        ops::list_page(self.container.as_ref(), after.as_ref(), limit, data).map_err(self.err())
     }
 
     fn show(&self, key: &str) -> Result<Option<SessionJson>, CliError> {
         let key = ops::parse_key(key)?;
-        ops::show(&self.container, &key).map_err(self.err())
+        ops::show(self.container.as_ref(), &key).map_err(self.err())
     }
 
     fn remove(&self, key: &str) -> Result<u64, CliError> {
         let key = ops::parse_key(key)?;
-        ops::remove(&self.container, &key).map_err(self.err())
+        ops::remove(self.container.as_ref(), &key).map_err(self.err())
     }
 
     fn revoke(&self, principal: &str) -> Result<RevokedJson, CliError> {
-        ops::revoke_principal(&self.container, principal).map_err(self.err())
+        ops::revoke_principal(self.container.as_ref(), principal).map_err(self.err())
     }
 
     fn stats(&self) -> Result<StatsJson, CliError> {
-        ops::stats(&self.container).map_err(self.err())
+        ops::stats(self.container.as_ref()).map_err(self.err())
     }
 
     fn default_sweep_batch(&self) -> usize {
@@ -145,7 +172,7 @@ impl Admin for Offline {
 
     fn sweep_step(&self, batch: usize) -> Result<SweepJson, CliError> {
         let started = Instant::now();
-        let report = keel_store::SessionAdmin::sweep(&self.container, batch).map_err(self.err())?;
+        let report = self.container.sweep(batch).map_err(self.err())?;
         Ok(SweepJson {
             removed: report.removed,
             batches: 1,
@@ -164,7 +191,7 @@ impl Admin for Offline {
 /// The store's open and commit errors; [`CliError::Usage`] for expired
 /// sessions under a timeout of 0 (nothing expires).
 pub(super) fn populate(
-    path: &Path,
+    db: &Database,
     timeout: Option<u64>,
     resolution: Option<u64>,
     count: u64,
@@ -187,13 +214,8 @@ pub(super) fn populate(
         .saturating_sub(policy.resolution())
         .saturating_sub(60);
     let clock = ManualClock::new(now);
-    let container = RedbContainer::open_with(
-        path,
-        RedbOptions::new()
-            .with_expiry(policy)
-            .with_clock(Arc::new(clock.clone())),
-    )
-    .map_err(in_file(path))?;
+    let (container, path) = open_container(db, policy, Some(Arc::new(clock.clone())))?;
+    let path = path.as_path();
     let manager = TransactionManager::new();
     let started = Instant::now();
     let seed = SystemTime::now()
@@ -215,6 +237,9 @@ pub(super) fn populate(
         let mut tx = manager.begin();
         for i in done..end {
             let key = ClientKey::from_client_id(&format!("populate-{seed}-{i}"));
+            container
+                .declare_fresh(&mut tx, &key)
+                .map_err(in_file(path))?;
             container
                 .create_session(&mut tx, &key)
                 .map_err(in_file(path))?;
