@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub(crate) mod postgres;
+
 use std::{
     fs::File,
     io::{BufRead, BufReader},
@@ -202,6 +204,12 @@ impl Server {
         self.request(method, path, Some(&format!("Bearer {TOKEN}")), None)
     }
 
+    /// Kill the server at once (SIGKILL) and wait for it.
+    pub(crate) fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// What the server logged so far.
     pub(crate) fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -298,6 +306,27 @@ pub(crate) fn request(
         headers,
         body,
     }
+}
+
+/// One request with a session cookie: `(status, body)`, or `None` if the
+/// server could not be reached or the connection broke.
+pub(crate) fn try_request(method: &str, url: &str, cookie: &str) -> Option<(u16, String)> {
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build(),
+    );
+    let request = ureq::http::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("Cookie", format!("keel_session={cookie}"))
+        .body(())
+        .ok()?;
+    let mut response = agent.run(request).ok()?;
+    let status = response.status().as_u16();
+    let body = response.body_mut().read_to_string().ok()?;
+    Some((status, body))
 }
 
 /// Make demo sessions: `clients` clients that each increment their count

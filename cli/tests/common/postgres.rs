@@ -1,0 +1,201 @@
+//! PostgreSQL for the multi-server tests: a database of the test's own on
+//! the machine's server (dropped at the end), and a TCP proxy in front of it
+//! that can add latency or cut the link. Under `CI=true` an unreachable
+//! server fails the test; elsewhere the test says loudly that it was skipped.
+
+use std::{
+    io::{Read, Write},
+    net::{Shutdown, TcpListener, TcpStream},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    thread,
+    time::Duration,
+};
+
+/// The server's address.
+pub(crate) const HOST_PORT: &str = "127.0.0.1:5432";
+
+/// Run `sql` (several statements allowed) on database `db` of the machine's
+/// server.
+pub(crate) fn execute(db: &str, sql: &str) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let url = format!("postgres://postgres@{HOST_PORT}/{db}");
+        let connect = tokio_postgres::connect(&url, tokio_postgres::NoTls);
+        let (client, connection) = tokio::time::timeout(Duration::from_secs(5), connect)
+            .await
+            .map_err(|_| "no answer within 5 s".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let driver = tokio::spawn(connection);
+        // One statement at a time: CREATE DATABASE refuses to run in the
+        // implicit transaction of a multi-statement string.
+        let mut result = Ok(());
+        for statement in sql.split(';').filter(|s| !s.trim().is_empty()) {
+            result = client
+                .batch_execute(statement)
+                .await
+                .map_err(|e| match e.as_db_error() {
+                    Some(db) => db.message().to_owned(),
+                    None => e.to_string(),
+                });
+            if result.is_err() {
+                break;
+            }
+        }
+        driver.abort();
+        result
+    })
+}
+
+/// Whether to skip: PostgreSQL does not answer and this is not CI.
+pub(crate) fn skip() -> bool {
+    static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+    match REACHABLE.get_or_init(|| execute("postgres", "SELECT 1")) {
+        Ok(()) => false,
+        Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("PostgreSQL at {HOST_PORT} is unreachable under CI=true: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "SKIPPED: PostgreSQL at {HOST_PORT} is unreachable ({why}); this test ran nothing"
+            );
+            true
+        }
+    }
+}
+
+/// A database of this test's own, dropped (with its connections) on drop.
+pub(crate) struct TestDatabase {
+    pub(crate) name: String,
+}
+
+impl TestDatabase {
+    pub(crate) fn new() -> TestDatabase {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "keel_cli_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        );
+        execute(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE); CREATE DATABASE {name}"),
+        )
+        .unwrap();
+        TestDatabase { name }
+    }
+
+    /// The URL a server uses, directly or through `proxy`.
+    pub(crate) fn url(&self, proxy: Option<&Proxy>) -> String {
+        let at = proxy.map_or(HOST_PORT.to_owned(), |p| p.addr.clone());
+        format!("postgres://postgres@{at}/{}", self.name)
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        if let Err(err) = execute(
+            "postgres",
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        ) {
+            eprintln!("could not drop test database {}: {err}", self.name);
+        }
+    }
+}
+
+/// A TCP proxy to PostgreSQL on a loopback port: each chunk it forwards
+/// waits `delay` first; `cut()` closes every connection and refuses new
+/// ones until `restore()`.
+pub(crate) struct Proxy {
+    pub(crate) addr: String,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    delay_ms: AtomicU64,
+    cut: AtomicBool,
+    open: Mutex<Vec<TcpStream>>,
+}
+
+impl Proxy {
+    pub(crate) fn start() -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let state = Arc::new(ProxyState {
+            delay_ms: AtomicU64::new(0),
+            cut: AtomicBool::new(false),
+            open: Mutex::new(Vec::new()),
+        });
+        let shared = Arc::clone(&state);
+        thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if shared.cut.load(Ordering::SeqCst) {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(HOST_PORT) else {
+                    let _ = client.shutdown(Shutdown::Both);
+                    continue;
+                };
+                {
+                    let mut open = shared.open.lock().unwrap();
+                    open.push(client.try_clone().unwrap());
+                    open.push(server.try_clone().unwrap());
+                }
+                for (from, to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    let state = Arc::clone(&shared);
+                    thread::spawn(move || pump(from, to, &state));
+                }
+            }
+        });
+        Proxy { addr, state }
+    }
+
+    /// Wait `delay` before forwarding each chunk, both ways.
+    pub(crate) fn set_delay(&self, delay: Duration) {
+        self.state
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Close every connection and refuse new ones.
+    pub(crate) fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        for stream in self.state.open.lock().unwrap().drain(..) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Accept connections again.
+    pub(crate) fn restore(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+fn pump(mut from: TcpStream, mut to: TcpStream, state: &ProxyState) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let delay = state.delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            thread::sleep(Duration::from_millis(delay));
+        }
+        if state.cut.load(Ordering::SeqCst) || to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(Shutdown::Both);
+    let _ = from.shutdown(Shutdown::Both);
+}

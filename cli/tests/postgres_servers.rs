@@ -1,0 +1,272 @@
+//! Several `keel serve` on one PostgreSQL share sessions with every
+//! guarantee they have alone: a cookie from one works on the other; 32
+//! concurrent increments of one client split across two servers give exactly
+//! 32; revoking a principal on one ends its sessions on the other; kill -9 of
+//! one during a burst loses no acknowledged write; cutting the link to
+//! PostgreSQL gives quick 503s and recovery without a restart; a slow
+//! PostgreSQL never stalls requests that do not need it (no worker blocks on
+//! a round trip); an unreachable PostgreSQL at start is a clear error.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    sync::{Arc, Barrier},
+    thread,
+    time::{Duration, Instant},
+};
+
+use common::{
+    Dir, Server,
+    postgres::{Proxy, TestDatabase, skip},
+};
+
+/// `keel serve --db URL --admin-token-file DIR/token ARGS`.
+fn serve(dir: &Dir, url: &str, args: &[&str]) -> Server {
+    let token = dir.token_file();
+    let mut all = vec!["--db", url, "--admin-token-file", token.to_str().unwrap()];
+    all.extend_from_slice(args);
+    Server::start_with(dir, &all)
+}
+
+fn count(server: &Server, cookie: &str) -> u64 {
+    let answer = server.request("GET", "/api/count", None, Some(cookie));
+    assert_eq!(answer.status, 200, "{answer:?}");
+    answer.json()["count"].as_u64().unwrap()
+}
+
+#[test]
+fn two_servers_share_cookies_and_lose_no_concurrent_increment() {
+    if skip() {
+        return;
+    }
+    let db = TestDatabase::new();
+    let dir = Dir::new();
+    let a = serve(&dir, &db.url(None), &[]);
+    let b = serve(&dir, &db.url(None), &[]);
+
+    let first = a.request("POST", "/api/count", None, None);
+    assert_eq!(first.status, 200, "{first:?}");
+    let cookie = first.session_cookie().unwrap();
+    assert_eq!(count(&b, &cookie), 1, "B reads A's session with A's cookie");
+
+    let servers = Arc::new([a, b]);
+    let start = Arc::new(Barrier::new(32));
+    let workers: Vec<_> = (0..32)
+        .map(|i| {
+            let (servers, start, cookie) =
+                (Arc::clone(&servers), Arc::clone(&start), cookie.clone());
+            thread::spawn(move || {
+                start.wait();
+                servers[i % 2]
+                    .request("POST", "/api/count", None, Some(&cookie))
+                    .status
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(count(&servers[0], &cookie), 33);
+    assert_eq!(count(&servers[1], &cookie), 33);
+}
+
+#[test]
+fn revoking_a_principal_on_one_server_ends_its_sessions_on_the_other() {
+    if skip() {
+        return;
+    }
+    let db = TestDatabase::new();
+    let dir = Dir::new();
+    let a = serve(&dir, &db.url(None), &[]);
+    let b = serve(&dir, &db.url(None), &[]);
+    let anonymous = a
+        .request("POST", "/api/count", None, None)
+        .session_cookie()
+        .unwrap();
+    let login = a.request("POST", "/api/login?user=alice", None, Some(&anonymous));
+    assert_eq!(login.status, 200, "{login:?}");
+    let cookie = login.session_cookie().unwrap();
+    assert_eq!(count(&a, &cookie), 1);
+
+    let revoked = b.admin("DELETE", "/admin/principals/alice/sessions");
+    assert_eq!(revoked.status, 200, "{revoked:?}");
+    assert_eq!(revoked.json()["removed"], 1);
+    assert_eq!(count(&a, &cookie), 0, "the session is gone on A too");
+    let next = a.request("POST", "/api/count", None, Some(&cookie));
+    assert_eq!(
+        next.json()["count"],
+        1,
+        "a revoked session is not resurrected"
+    );
+    assert_ne!(next.session_cookie(), Some(cookie), "a new id is minted");
+}
+
+#[test]
+fn kill_9_of_one_server_during_a_burst_loses_no_acknowledged_write() {
+    if skip() {
+        return;
+    }
+    let db = TestDatabase::new();
+    let dir = Dir::new();
+    let mut a = serve(&dir, &db.url(None), &[]);
+    let b = serve(&dir, &db.url(None), &[]);
+    let cookies: Vec<String> = (0..8)
+        .map(|_| {
+            a.request("POST", "/api/count", None, None)
+                .session_cookie()
+                .unwrap()
+        })
+        .collect();
+    let url = a.url.clone();
+    let workers: Vec<_> = cookies
+        .iter()
+        .cloned()
+        .map(|cookie| {
+            let url = url.clone();
+            thread::spawn(move || {
+                // The highest count A acknowledged for this client.
+                let mut acknowledged = 1;
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while Instant::now() < deadline {
+                    match common::try_request("POST", &format!("{url}/api/count"), &cookie) {
+                        Some((200, body)) => {
+                            let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+                            acknowledged = json["count"].as_u64().unwrap();
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(700));
+    a.kill();
+    let acknowledged: Vec<u64> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(
+        acknowledged.iter().any(|n| *n > 1),
+        "the burst did run: {acknowledged:?}"
+    );
+    for (cookie, acked) in cookies.iter().zip(&acknowledged) {
+        let stored = count(&b, cookie);
+        // Every acknowledged increment is kept; one in flight at the kill
+        // may have committed without its answer.
+        assert!(
+            stored == *acked || stored == acked + 1,
+            "stored {stored}, acknowledged {acked}"
+        );
+    }
+}
+
+#[test]
+fn a_cut_link_gives_quick_503s_and_the_server_recovers_by_itself() {
+    if skip() {
+        return;
+    }
+    let db = TestDatabase::new();
+    let dir = Dir::new();
+    let proxy = Proxy::start();
+    let a = serve(&dir, &db.url(Some(&proxy)), &[]);
+    let cookie = a
+        .request("POST", "/api/count", None, None)
+        .session_cookie()
+        .unwrap();
+    assert_eq!(count(&a, &cookie), 1);
+
+    proxy.cut();
+    for method in ["GET", "POST"] {
+        let started = Instant::now();
+        let answer = a.request(method, "/api/count", None, Some(&cookie));
+        assert_eq!(answer.status, 503, "{method}: {answer:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{method} took {:?}",
+            started.elapsed()
+        );
+    }
+    // A request that needs no session still works.
+    assert_eq!(a.request("GET", "/api/count", None, None).status, 200);
+
+    proxy.restore();
+    assert!(
+        common::eventually(Duration::from_secs(30), || {
+            a.request("POST", "/api/count", None, Some(&cookie)).status == 200
+        }),
+        "no recovery: {}",
+        a.logs()
+    );
+    assert_eq!(count(&a, &cookie), 2, "only the acknowledged increments");
+}
+
+#[test]
+fn a_slow_postgresql_never_stalls_requests_that_do_not_need_it() {
+    if skip() {
+        return;
+    }
+    let db = TestDatabase::new();
+    let dir = Dir::new();
+    let proxy = Proxy::start();
+    let a = serve(&dir, &db.url(Some(&proxy)), &[]);
+    let cookies: Vec<String> = (0..8)
+        .map(|_| {
+            a.request("POST", "/api/count", None, None)
+                .session_cookie()
+                .unwrap()
+        })
+        .collect();
+    proxy.set_delay(Duration::from_millis(1500));
+    let url = a.url.clone();
+    let slow: Vec<_> = cookies
+        .into_iter()
+        .map(|cookie| {
+            let url = url.clone();
+            thread::spawn(move || {
+                let started = Instant::now();
+                let answer = common::try_request("POST", &format!("{url}/api/count"), &cookie);
+                (answer.map(|(status, _)| status), started.elapsed())
+            })
+        })
+        .collect();
+    // Eight requests now wait on PostgreSQL, more than the server's worker
+    // threads: a request without a session must not wait behind them.
+    thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let fast = a.request("GET", "/api/count", None, None);
+    let fast_took = started.elapsed();
+    assert_eq!(fast.status, 200);
+    let results: Vec<_> = slow.into_iter().map(|w| w.join().unwrap()).collect();
+    assert!(
+        results
+            .iter()
+            .all(|(status, took)| *status == Some(200) && *took >= Duration::from_millis(1500)),
+        "the slow requests did wait on PostgreSQL: {results:?}"
+    );
+    assert!(
+        fast_took < Duration::from_millis(500),
+        "a request without a session waited {fast_took:?} behind requests waiting on PostgreSQL"
+    );
+}
+
+#[test]
+fn an_unreachable_postgresql_at_start_is_a_clear_error_within_30_s() {
+    let started = Instant::now();
+    let run = common::keel(&[
+        "serve",
+        "--db",
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        "--addr",
+        "127.0.0.1:0",
+    ]);
+    let stderr = run.fails();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        stderr.contains("127.0.0.1:1") && stderr.contains("nowhere"),
+        "names host and database: {stderr}"
+    );
+}
