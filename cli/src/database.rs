@@ -8,8 +8,13 @@ use std::path::{Path, PathBuf};
 pub(crate) enum Database {
     /// An embedded redb file.
     File(PathBuf),
-    /// A PostgreSQL database (`postgres://USER@HOST:PORT/DB`).
-    Postgres(String),
+    /// A PostgreSQL database (`postgres://USER@HOST:PORT/DB`), and the
+    /// schema Keel keeps its tables in (`?schema=NAME`; default `keel`).
+    Postgres {
+        /// The URL without Keel's own `schema` parameter.
+        url: String,
+        schema: Option<String>,
+    },
 }
 
 impl Database {
@@ -17,7 +22,21 @@ impl Database {
     pub(crate) fn from_arg(db: &Path) -> Database {
         match db.to_str() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Database::Postgres(url.to_owned())
+                let (base, query) = url.split_once('?').unwrap_or((url, ""));
+                let mut schema = None;
+                let mut rest = Vec::new();
+                for pair in query.split('&').filter(|p| !p.is_empty()) {
+                    match pair.strip_prefix("schema=") {
+                        Some(name) => schema = Some(name.to_owned()),
+                        None => rest.push(pair),
+                    }
+                }
+                let url = if rest.is_empty() {
+                    base.to_owned()
+                } else {
+                    format!("{base}?{}", rest.join("&"))
+                };
+                Database::Postgres { url, schema }
             }
             _ => Database::File(db.to_owned()),
         }
@@ -32,12 +51,20 @@ mod tests {
     fn the_scheme_picks_the_backend_and_a_path_stays_redb() {
         assert_eq!(
             Database::from_arg(Path::new("postgres://u@h:5432/d")),
-            Database::Postgres("postgres://u@h:5432/d".to_owned())
+            Database::Postgres {
+                url: "postgres://u@h:5432/d".to_owned(),
+                schema: None
+            }
         );
-        assert!(matches!(
-            Database::from_arg(Path::new("postgresql://h/d")),
-            Database::Postgres(_)
-        ));
+        assert_eq!(
+            Database::from_arg(Path::new(
+                "postgresql://h/d?connect_timeout=3&schema=app_sessions"
+            )),
+            Database::Postgres {
+                url: "postgresql://h/d?connect_timeout=3".to_owned(),
+                schema: Some("app_sessions".to_owned())
+            }
+        );
         for path in ["./keel.redb", "postgres", "dir/postgres://x"] {
             assert_eq!(
                 Database::from_arg(Path::new(path)),

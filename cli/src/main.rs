@@ -56,7 +56,8 @@ enum IdFormat {
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// The session database: a redb file, or a PostgreSQL URL
-    /// (postgres://USER@HOST:PORT/DB) that several servers share.
+    /// (postgres://USER@HOST:PORT/DB[?schema=NAME], default schema keel) that
+    /// several servers share.
     #[arg(long, default_value = "./keel.redb")]
     db: PathBuf,
     /// Keep sessions in memory (the RAM container) instead of a file.

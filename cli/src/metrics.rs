@@ -443,6 +443,10 @@ impl SessionAdmin for TimedContainer {
     fn store_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         self.inner.store_setting(name, value)
     }
+
+    fn initialize_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.inner.initialize_setting(name, value)
+    }
 }
 
 #[cfg(test)]

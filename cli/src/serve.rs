@@ -129,10 +129,13 @@ fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliErro
                 path,
                 RedbOptions::new().with_expiry(expiry),
             )?),
-            Database::Postgres(url) => Arc::new(PostgresContainer::connect(
-                &url,
-                PostgresOptions::new().with_expiry(expiry),
-            )?),
+            Database::Postgres { url, schema } => {
+                let mut options = PostgresOptions::new().with_expiry(expiry);
+                if let Some(schema) = schema {
+                    options = options.with_schema(schema);
+                }
+                Arc::new(PostgresContainer::connect(&url, options)?)
+            }
         }
     })
 }
@@ -165,9 +168,11 @@ fn load_key_ring(args: &ServeArgs, container: &dyn SessionContainer) -> Result<K
     if let Some(bytes) = container.load_setting(KEY_RING_SETTING)? {
         return Ok(KeyRing::from_bytes(&bytes)?);
     }
-    let ring = KeyRing::generate()?;
-    container.store_setting(KEY_RING_SETTING, &ring.to_bytes())?;
-    Ok(ring)
+    // Servers starting at once on a new shared database agree on the ring
+    // stored first.
+    let fresh = KeyRing::generate()?;
+    let stored = container.initialize_setting(KEY_RING_SETTING, &fresh.to_bytes())?;
+    Ok(KeyRing::from_bytes(&stored)?)
 }
 
 fn key_ring_file(path: &Path) -> Result<KeyRing, CliError> {

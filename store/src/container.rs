@@ -400,4 +400,21 @@ pub trait SessionAdmin {
     /// # Errors
     /// As for [`delete_sessions`](Self::delete_sessions).
     fn store_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError>;
+
+    /// The setting `name`, storing `value` first if it has none: whoever
+    /// stores first wins, and everyone gets the stored value. Several servers
+    /// starting at once on one database thus agree on one signing key ring.
+    ///
+    /// The default reads, then stores: enough for a container only one
+    /// process can open (redb, RAM). A shared database does it atomically.
+    ///
+    /// # Errors
+    /// As for [`delete_sessions`](Self::delete_sessions).
+    fn initialize_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if let Some(stored) = self.load_setting(name)? {
+            return Ok(stored);
+        }
+        self.store_setting(name, value)?;
+        Ok(value.to_vec())
+    }
 }

@@ -853,6 +853,31 @@ fn touch_and_get_is_session_then_get(kind: Kind) {
     assert_eq!(touch_and_get(1, "count"), None);
 }
 
+fn a_setting_is_initialized_once_whoever_comes_first(kind: Kind) {
+    let env = Env::default_for(kind);
+    let c = &env.container;
+    assert_eq!(c.load_setting("ring").unwrap(), None);
+    let start = Arc::new(Barrier::new(8));
+    let threads: Vec<_> = (0..8u8)
+        .map(|n| {
+            let (c, start) = (Arc::clone(c), Arc::clone(&start));
+            std::thread::spawn(move || {
+                start.wait();
+                c.initialize_setting("ring", &[n; 4]).unwrap()
+            })
+        })
+        .collect();
+    let answers: Vec<Vec<u8>> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let stored = c.load_setting("ring").unwrap().expect("stored");
+    assert!(
+        answers.iter().all(|a| *a == stored),
+        "{answers:?} vs {stored:?}"
+    );
+    assert_eq!(c.initialize_setting("ring", b"later").unwrap(), stored);
+    c.store_setting("ring", b"rotated").unwrap();
+    assert_eq!(c.initialize_setting("ring", b"later").unwrap(), b"rotated");
+}
+
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         mod ram {
@@ -901,4 +926,5 @@ conformance!(
     savepoints_roll_back_buffered_writes,
     deleting_and_recreating_in_one_transaction_starts_empty,
     bad_input_is_a_typed_error,
+    a_setting_is_initialized_once_whoever_comes_first,
 );

@@ -46,8 +46,11 @@ fn open_container(
             let container = RedbContainer::open_with(path, options).map_err(in_file(path))?;
             Ok((Box::new(container), path.clone()))
         }
-        Database::Postgres(url) => {
+        Database::Postgres { url, schema } => {
             let mut options = PostgresOptions::new().with_expiry(policy);
+            if let Some(schema) = schema {
+                options = options.with_schema(schema.clone());
+            }
             if let Some(clock) = clock {
                 options = options.with_clock(clock);
             }

@@ -458,6 +458,34 @@ impl Pg {
             .transpose()
     }
 
+    pub(crate) async fn initialize_setting(
+        self: Arc<Self>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        const SETTING: &str = "initializing a setting";
+        // NOTE: when another server inserts the setting at the same moment,
+        // our insert waits for it and does nothing, and the statement's
+        // snapshot, taken before that insert committed, does not show it
+        // either: the next attempt does.
+        for _ in 0..3 {
+            let rows = self
+                .query(
+                    SETTING,
+                    &self.statements.initialize_setting,
+                    &[&name, &value],
+                )
+                .await?;
+            if let Some(row) = rows.first() {
+                return row.try_get::<_, Vec<u8>>(0).map_err(corrupt(SETTING));
+            }
+        }
+        Err(StoreError::Storage {
+            operation: SETTING,
+            source: "the setting is neither stored nor storable".into(),
+        })
+    }
+
     pub(crate) async fn store_setting(
         self: Arc<Self>,
         name: String,

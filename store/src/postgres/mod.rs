@@ -568,4 +568,11 @@ impl SessionAdmin for PostgresContainer {
     fn store_setting(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         self.wait(self.pg().store_setting(name.to_owned(), value.to_vec()))
     }
+
+    fn initialize_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        self.wait(
+            self.pg()
+                .initialize_setting(name.to_owned(), value.to_vec()),
+        )
+    }
 }

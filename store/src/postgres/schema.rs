@@ -254,6 +254,9 @@ pub(crate) struct Statements {
     pub(crate) stats_bytes: String,
     pub(crate) load_setting: String,
     pub(crate) store_setting: String,
+    /// Insert unless present, then read: one statement, so two servers
+    /// starting at once get the same value.
+    pub(crate) initialize_setting: String,
 }
 
 impl Statements {
@@ -297,6 +300,12 @@ impl Statements {
             store_setting: format!(
                 "INSERT INTO {s}.settings (name, value) VALUES ($1, $2) \
                  ON CONFLICT (name) DO UPDATE SET value = excluded.value"
+            ),
+            initialize_setting: format!(
+                "WITH added AS (INSERT INTO {s}.settings (name, value) VALUES ($1, $2) \
+                     ON CONFLICT (name) DO NOTHING RETURNING value) \
+                 SELECT value FROM added \
+                 UNION ALL SELECT value FROM {s}.settings WHERE name = $1"
             ),
         }
     }

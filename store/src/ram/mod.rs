@@ -708,4 +708,15 @@ impl SessionAdmin for RamContainer {
             .insert(name.to_owned(), value.to_vec());
         Ok(())
     }
+
+    fn initialize_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        Ok(self
+            .shared
+            .state
+            .lock()
+            .settings
+            .entry(name.to_owned())
+            .or_insert_with(|| value.to_vec())
+            .clone())
+    }
 }

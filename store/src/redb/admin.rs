@@ -207,4 +207,18 @@ impl SessionAdmin for RedbContainer {
         };
         self.inner.committer.submit(job).map(|_| ())
     }
+
+    fn initialize_setting(&self, name: &str, value: &[u8]) -> Result<Vec<u8>, StoreError> {
+        if let Some(stored) = self.load_setting(name)? {
+            return Ok(stored);
+        }
+        let job = Job::InitializeSetting {
+            name: name.to_owned(),
+            value: value.to_vec(),
+        };
+        match self.inner.committer.submit(job)? {
+            Done::Initialized(stored) => Ok(stored),
+            _ => Err(StoreError::Closed),
+        }
+    }
 }

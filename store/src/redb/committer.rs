@@ -22,7 +22,7 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use redb::{Database, Durability, ReadableDatabase};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -58,6 +58,8 @@ pub(crate) enum Job {
     },
     /// Admin: store a setting.
     StoreSetting { name: String, value: Vec<u8> },
+    /// Admin: store a setting unless it exists; answer the stored value.
+    InitializeSetting { name: String, value: Vec<u8> },
     /// Reopen the database if a storage error closed it (a reader found it
     /// closed).
     Reopen,
@@ -70,6 +72,7 @@ pub(crate) enum Done {
     Deleted(u64),
     Swept(SweepReport),
     Stored,
+    Initialized(Vec<u8>),
     Reopened,
 }
 
@@ -378,6 +381,22 @@ fn run_job(
                 .insert(name.as_str(), value.as_slice())
                 .map_err(storage(APPLY))?;
             Done::Stored
+        }
+        Job::InitializeSetting { name, value } => {
+            let mut settings = txn.open_table(tables::SETTINGS).map_err(storage(APPLY))?;
+            let stored = settings
+                .get(name.as_str())
+                .map_err(storage(APPLY))?
+                .map(|guard| guard.value().to_vec());
+            match stored {
+                Some(stored) => Done::Initialized(stored),
+                None => {
+                    settings
+                        .insert(name.as_str(), value.as_slice())
+                        .map_err(storage(APPLY))?;
+                    Done::Initialized(value.clone())
+                }
+            }
         }
         Job::Reopen => Done::Reopened,
     }))
