@@ -30,6 +30,16 @@ fn serve(dir: &Dir, url: &str, args: &[&str]) -> Server {
     Server::start_with(dir, &all)
 }
 
+/// Two servers on a fresh database (the database and the directory live as
+/// long as the caller keeps them).
+fn two_servers() -> (TestDatabase, Dir, Server, Server) {
+    let db = TestDatabase::new();
+    let dir = Dir::new();
+    let a = serve(&dir, &db.url(None), &[]);
+    let b = serve(&dir, &db.url(None), &[]);
+    (db, dir, a, b)
+}
+
 fn count(server: &Server, cookie: &str) -> u64 {
     let answer = server.request("GET", "/api/count", None, Some(cookie));
     assert_eq!(answer.status, 200, "{answer:?}");
@@ -41,10 +51,7 @@ fn two_servers_share_cookies_and_lose_no_concurrent_increment() {
     if skip() {
         return;
     }
-    let db = TestDatabase::new();
-    let dir = Dir::new();
-    let a = serve(&dir, &db.url(None), &[]);
-    let b = serve(&dir, &db.url(None), &[]);
+    let (_db, _dir, a, b) = two_servers();
 
     let first = a.request("POST", "/api/count", None, None);
     assert_eq!(first.status, 200, "{first:?}");
@@ -76,10 +83,7 @@ fn revoking_a_principal_on_one_server_ends_its_sessions_on_the_other() {
     if skip() {
         return;
     }
-    let db = TestDatabase::new();
-    let dir = Dir::new();
-    let a = serve(&dir, &db.url(None), &[]);
-    let b = serve(&dir, &db.url(None), &[]);
+    let (_db, _dir, a, b) = two_servers();
     let anonymous = a
         .request("POST", "/api/count", None, None)
         .session_cookie()
@@ -107,10 +111,7 @@ fn kill_9_of_one_server_during_a_burst_loses_no_acknowledged_write() {
     if skip() {
         return;
     }
-    let db = TestDatabase::new();
-    let dir = Dir::new();
-    let mut a = serve(&dir, &db.url(None), &[]);
-    let b = serve(&dir, &db.url(None), &[]);
+    let (_db, _dir, mut a, b) = two_servers();
     let cookies: Vec<String> = (0..8)
         .map(|_| {
             a.request("POST", "/api/count", None, None)
