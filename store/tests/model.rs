@@ -1,14 +1,30 @@
-//! Model-based test of the redb container: random sequences of begin /
-//! create / insert / remove / get / touch / delete / commit / abort /
-//! conflicting concurrent commit / reopen / simulated crash / clock advance /
-//! sweep drive the real container (on a simulated disk that keeps only synced
-//! bytes) and a plain `BTreeMap` model side by side. After every step the
-//! committed state must equal the model; reads inside transactions must see
-//! their snapshot plus their own writes; a commit must conflict exactly when
-//! something it read or wrote changed since.
+//! Model-based test of the redb and PostgreSQL containers: random sequences
+//! of begin / create / insert / remove / get / touch / delete / commit /
+//! abort / conflicting concurrent commit / reopen / simulated crash / clock
+//! advance / sweep drive the real container and a plain `BTreeMap` model side
+//! by side. After every step the committed state must equal the model; reads
+//! inside transactions must see their snapshot plus their own writes; a
+//! commit must conflict exactly when something it read or wrote changed
+//! since.
 //!
-//! `PROPTEST_CASES` sets the number of cases (256 in CI). For a long run:
-//! `PROPTEST_CASES=100000 cargo test -p keel-store --release --test model`.
+//! redb runs on a simulated disk that keeps only synced bytes; a crash loses
+//! the unsynced ones. PostgreSQL (feature `postgres`, a schema per case) has
+//! no simulated disk: everything acknowledged is in the server, so a crash is
+//! a reopen (a new container on the same schema). The two differ in what a
+//! transaction reads and validates, and the model says so: redb reads one
+//! snapshot of everything, taken at the transaction's first operation, and
+//! validates its reads only if it writes something besides touches;
+//! PostgreSQL reads each session (record and values) in one statement when
+//! the transaction first uses it, so sessions used later are read later, and
+//! a transaction that used more than one session validates its reads even if
+//! it writes nothing.
+//!
+//! `PROPTEST_CASES` sets the number of cases (256 in CI); the PostgreSQL test
+//! runs at most 64 of them (each case connects a pool and creates a schema)
+//! unless `KEEL_POSTGRES_MODEL_CASES` sets its number. For a long run:
+//! `PROPTEST_CASES=100000 cargo test -p keel-store --release --test model`,
+//! and `KEEL_POSTGRES_MODEL_CASES=5000 cargo test -p keel-store --release
+//! --features postgres --test model postgres`.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,8 +35,7 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use common::SimDisk;
 use keel_store::{
-    ClientKey, ExpiryPolicy, ManualClock, RedbContainer, SessionAdmin, SessionContainer,
-    SessionValue, StoreError,
+    ClientKey, ExpiryPolicy, ManualClock, RedbContainer, SessionContainer, SessionValue, StoreError,
 };
 use keel_txn::{Transaction, TransactionManager};
 use proptest::prelude::*;
@@ -123,23 +138,38 @@ struct MEntry {
     touch: Option<u64>,
 }
 
-/// A transaction in the model: its snapshot, read versions and writes.
+/// A transaction in the model: its snapshots, read versions and writes.
 struct MTxn {
     tx: Transaction,
-    snapshot: Option<MState>,
+    /// Whether each session is read from a snapshot of its own, taken when
+    /// the transaction first uses it (PostgreSQL), rather than everything
+    /// from one snapshot taken at the transaction's first operation (redb).
+    per_session_snapshots: bool,
+    /// The snapshots taken so far: under `None` the one of everything, or
+    /// under `Some(client)` the one of each session used.
+    snapshots: BTreeMap<Option<u8>, MState>,
     reads: BTreeMap<MKey, u64>,
     sessions: BTreeMap<u8, MEntry>,
     items: BTreeMap<(u8, u8), Option<u32>>,
 }
 
 impl MTxn {
-    fn snapshot(&mut self, committed: &MState) -> &MState {
-        self.snapshot.get_or_insert_with(|| committed.clone())
+    /// The snapshot that reads of `client` come from, taken now from the
+    /// committed state if the transaction has none for it yet.
+    fn snapshot(&mut self, committed: &MState, client: u8) -> &MState {
+        let scope = self.per_session_snapshots.then_some(client);
+        self.snapshots
+            .entry(scope)
+            .or_insert_with(|| committed.clone())
     }
 
     fn entry(&mut self, committed: &MState, client: u8) -> &mut MEntry {
         if !self.sessions.contains_key(&client) {
-            let record = self.snapshot(committed).sessions.get(&client).cloned();
+            let record = self
+                .snapshot(committed, client)
+                .sessions
+                .get(&client)
+                .cloned();
             self.reads
                 .entry(MKey::Session(client))
                 .or_insert(record.as_ref().map_or(0, |r| r.version));
@@ -163,7 +193,11 @@ impl MTxn {
     }
 
     fn stored_item(&mut self, committed: &MState, client: u8, name: u8) -> Option<u32> {
-        let stored = self.snapshot(committed).items.get(&(client, name)).copied();
+        let stored = self
+            .snapshot(committed, client)
+            .items
+            .get(&(client, name))
+            .copied();
         self.reads
             .entry(MKey::Item(client, name))
             .or_insert(stored.map_or(0, |(v, _)| v));
@@ -175,44 +209,123 @@ impl MTxn {
     }
 }
 
+/// Where the container under test keeps its data.
+enum Backend {
+    /// redb on a simulated disk.
+    Redb { disk: Arc<SimDisk> },
+    /// PostgreSQL, in a schema of this case's own (dropped with it).
+    #[cfg(feature = "postgres")]
+    Postgres { schema: common::postgres::Schema },
+}
+
+impl Backend {
+    fn redb() -> Backend {
+        Backend::Redb {
+            disk: SimDisk::new(),
+        }
+    }
+
+    #[cfg(feature = "postgres")]
+    fn postgres() -> Backend {
+        Backend::Postgres {
+            schema: common::postgres::Schema::new(),
+        }
+    }
+
+    /// Whether a transaction reads each session from a snapshot taken when
+    /// it first uses that session (PostgreSQL reads a session whole, in one
+    /// statement), rather than everything from one snapshot (redb).
+    fn per_session_snapshots(&self) -> bool {
+        match self {
+            Backend::Redb { .. } => false,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => true,
+        }
+    }
+
+    /// Whether a transaction that used more than one session validates its
+    /// reads even if it writes nothing (PostgreSQL: it read them at
+    /// different moments). Otherwise only a transaction that writes
+    /// something besides touches validates them.
+    fn validates_multi_session_reads(&self) -> bool {
+        match self {
+            Backend::Redb { .. } => false,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => true,
+        }
+    }
+
+    /// A new container on the backend's data.
+    fn open(&self, clock: &ManualClock) -> Box<dyn SessionContainer> {
+        match self {
+            Backend::Redb { disk } => {
+                let options = disk
+                    .options()
+                    .with_expiry(policy())
+                    .with_clock(Arc::new(clock.clone()));
+                Box::new(RedbContainer::open_with("model", options).expect("reopen"))
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { schema } => {
+                let options = keel_store::PostgresOptions::new()
+                    .with_schema(schema.name.clone())
+                    .with_pool_size(4)
+                    .with_expiry(policy())
+                    .with_clock(Arc::new(clock.clone()));
+                Box::new(
+                    keel_store::PostgresContainer::connect(&common::postgres::url(), options)
+                        .expect("connect the PostgreSQL container"),
+                )
+            }
+        }
+    }
+
+    /// The process dies: redb's disk loses what was not synced. PostgreSQL
+    /// loses nothing acknowledged (uncommitted transactions are aborted by
+    /// the caller, as for redb).
+    fn crash(&self) {
+        match self {
+            Backend::Redb { disk } => disk.crash(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres { .. } => {}
+        }
+    }
+}
+
 struct Harness {
-    disk: Arc<SimDisk>,
+    // Dropped in this order: the transactions and the container go before
+    // the backend (PostgreSQL's schema is dropped with it).
+    slots: Vec<Option<MTxn>>,
+    container: Option<Box<dyn SessionContainer>>,
     clock: ManualClock,
     manager: TransactionManager,
-    container: Option<RedbContainer>,
     committed: MState,
     next_version: u64,
-    slots: Vec<Option<MTxn>>,
+    backend: Backend,
 }
 
 impl Harness {
-    fn new() -> Harness {
-        let disk = SimDisk::new();
+    fn new(backend: Backend) -> Harness {
         let clock = ManualClock::new(1000);
         let mut harness = Harness {
-            disk,
+            slots: (0..SLOTS).map(|_| None).collect(),
+            container: None,
             clock,
             manager: TransactionManager::new(),
-            container: None,
             committed: MState::default(),
             next_version: 1,
-            slots: (0..SLOTS).map(|_| None).collect(),
+            backend,
         };
         harness.open();
         harness
     }
 
     fn open(&mut self) {
-        let options = self
-            .disk
-            .options()
-            .with_expiry(policy())
-            .with_clock(Arc::new(self.clock.clone()));
-        self.container = Some(RedbContainer::open_with("model", options).expect("reopen"));
+        self.container = Some(self.backend.open(&self.clock));
     }
 
-    fn container(&self) -> &RedbContainer {
-        self.container.as_ref().unwrap()
+    fn container(&self) -> &dyn SessionContainer {
+        self.container.as_deref().unwrap()
     }
 
     fn now(&self) -> u64 {
@@ -231,7 +344,8 @@ impl Harness {
     fn fresh(&self) -> MTxn {
         MTxn {
             tx: self.manager.begin(),
-            snapshot: None,
+            per_session_snapshots: self.backend.per_session_snapshots(),
+            snapshots: BTreeMap::new(),
             reads: BTreeMap::new(),
             sessions: BTreeMap::new(),
             items: BTreeMap::new(),
@@ -443,7 +557,7 @@ impl Harness {
             }
             Op::Crash => {
                 self.abort_all();
-                self.disk.crash();
+                self.backend.crash();
                 self.container = None;
                 self.open();
             }
@@ -477,8 +591,9 @@ impl Harness {
     /// Commit `txn` in the container and the model; returns whether it
     /// committed. Checks that it conflicts exactly when the model says so.
     fn commit(&mut self, txn: MTxn) -> bool {
-        let has_writes = txn.has_writes();
-        let conflict = has_writes
+        let validates = txn.has_writes()
+            || (self.backend.validates_multi_session_reads() && txn.sessions.len() > 1);
+        let conflict = validates
             && txn.reads.iter().any(|(key, version)| {
                 let current = match key {
                     MKey::Session(c) => self.committed.sessions.get(c).map_or(0, |s| s.version),
@@ -576,6 +691,20 @@ impl Harness {
     }
 }
 
+fn ops() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op(), 1..40)
+}
+
+/// Run `ops` on a container of `backend` and the model, checking after
+/// every step.
+fn run(backend: Backend, ops: &[Op]) {
+    let mut harness = Harness::new(backend);
+    for op in ops {
+        harness.apply(op);
+        harness.check();
+    }
+}
+
 proptest! {
     // The number of cases comes from PROPTEST_CASES (default 256).
     #![proptest_config(ProptestConfig {
@@ -584,11 +713,50 @@ proptest! {
     })]
 
     #[test]
-    fn the_redb_container_behaves_like_the_model(ops in prop::collection::vec(op(), 1..40)) {
-        let mut harness = Harness::new();
-        for op in &ops {
-            harness.apply(op);
-            harness.check();
-        }
+    fn the_redb_container_behaves_like_the_model(ops in ops()) {
+        run(Backend::redb(), &ops);
+    }
+}
+
+/// At most this many PostgreSQL cases unless `KEEL_POSTGRES_MODEL_CASES`
+/// says otherwise.
+#[cfg(feature = "postgres")]
+const POSTGRES_CASES: u32 = 64;
+
+/// The PostgreSQL test drives its runner itself: the `proptest!` macro
+/// would let `PROPTEST_CASES` override the cap on the number of cases, and
+/// checking for the server once, before the cases, says "skipped" once.
+#[cfg(feature = "postgres")]
+#[test]
+fn the_postgres_container_behaves_like_the_model() {
+    use proptest::test_runner::{TestRunner, contextualize_config};
+
+    if common::postgres::skip() {
+        return;
+    }
+    // As the macro does: the environment's PROPTEST_* settings apply.
+    let mut config = contextualize_config(ProptestConfig {
+        max_shrink_iters: 2000,
+        source_file: Some(file!()),
+        test_name: Some(concat!(
+            module_path!(),
+            "::the_postgres_container_behaves_like_the_model"
+        )),
+        ..ProptestConfig::default()
+    });
+    config.cases = match std::env::var("KEEL_POSTGRES_MODEL_CASES") {
+        Ok(cases) => cases
+            .parse()
+            .expect("KEEL_POSTGRES_MODEL_CASES is a number of cases"),
+        // PROPTEST_CASES (default 256), capped.
+        Err(_) => config.cases.min(POSTGRES_CASES),
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&ops(), |ops| {
+        run(Backend::postgres(), &ops);
+        Ok(())
+    });
+    if let Err(err) = result {
+        panic!("{err}\n{runner}");
     }
 }
