@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # HTTP load benchmark: `keel serve` against the same page counter on
-# tower-sessions (SqliteStore on a file, and MemoryStore), over real HTTP on
-# loopback, in one sitting.
+# tower-sessions (SqliteStore on a file, PostgresStore, and MemoryStore), over
+# real HTTP on loopback, in one sitting.
 #
 # Usage (from anywhere):
 #
 #     bench/run.sh                      # 3 rounds, 3 s warm-up, 10 s per phase
 #     ROUNDS=5 DURATION=20 bench/run.sh
 #     SYSTEMS="keel ts-sqlite" bench/run.sh
+#     SYSTEMS="keel-pg ts-postgres" bench/run.sh     # the PostgreSQL pair
+#     CARGO_TARGET_DIR=/tmp/tb bench/run.sh  # this package built in /tmp/tb
 #
 # What it does:
-#   1. builds `keel` (the workspace's keel-cli) and this package's `anchor`
-#      and `loadgen` in release (JOBS=1 by default: the machine is shared),
-#      and copies the three binaries aside so a concurrent rebuild cannot
-#      swap them mid-run;
+#   1. builds `keel` (the workspace's keel-cli, in KEEL_TARGET_DIR) and this
+#      package's `anchor` and `loadgen` (in BENCH_TARGET_DIR) in release
+#      (JOBS=1 by default: the machine is shared), and copies the three
+#      binaries aside so a concurrent rebuild cannot swap them mid-run;
 #   2. for each round, for each system (the order rotates every round, so no
 #      system always runs first or last):
 #        keel         keel serve --db FILE     (redb, durable group commit)
@@ -26,21 +28,61 @@
 #        keel-lib     anchor --store keel      (Keel's library on redb, without
 #                                               keel serve's extras; not in the
 #                                               default SYSTEMS)
-#      starts the server on a free loopback port (fresh data file), then
+#        keel-pg      keel serve --db postgres://.../DB  (Keel's PostgreSQL
+#                                               container: pool of 8, group
+#                                               commit; not in the default)
+#        ts-postgres  anchor --store postgres  (tower-sessions-sqlx-store's
+#                                               PostgresStore, sqlx's default
+#                                               pool of 10; not in the default)
+#      starts the server on a free loopback port (fresh data file, or fresh
+#      PostgreSQL database), then
 #        POST phase: CONNS connections each POST once for their own cookie,
 #                    then POST /api/count for WARMUP + DURATION seconds;
 #        GET phase:  the same sessions, GET /api/count, WARMUP + DURATION s;
+#        race:       `loadgen race`: a new session, RACE_CLIENTS (32)
+#                    connections POST /api/count with its cookie at once;
+#                    lost = RACE_CLIENTS - (final - initial count) (keel
+#                    serve: must be 0 with every answer 200, or the run
+#                    fails; tower-sessions keeps the last writer's count,
+#                    ~31 lost, which is only reported);
 #      checks after each phase that every session holds exactly its
-#      acknowledged count, stops the server (SIGTERM), and for the file-backed
-#      systems starts it again on the same file and checks every session
-#      still holds its acknowledged count (every acknowledged write durable);
+#      acknowledged count, stops the server (SIGTERM), and for the durable
+#      systems (redb file, PostgreSQL, SQLite) starts it again on the same
+#      file or database and checks every session still holds its
+#      acknowledged count (every acknowledged write durable).
+#      The PostgreSQL systems need a PostgreSQL server at PG_URL (default
+#      postgres://postgres@127.0.0.1:5432, trust auth) and `psql`: each round
+#      creates a fresh database keel_bench_<system>_r<round> (the restart
+#      reuses it; dropped WITH (FORCE) after the round, and on exit), and
+#      loadgen also measures the CPU of every `postgres` process of user
+#      PG_OS_USER (postgres) over each phase;
 #   3. prints the comparison table (medians over rounds, ratios vs targets).
+#      Columns: req/s and latency of each phase; errors; lost updates (the
+#      per-session check); race lost (200 answers) per round; durable after
+#      restart; CPU % of one core of the app server / PostgreSQL / loadgen;
+#      `app µs/req` and `pg µs/req`: CPU-microseconds per measured request of
+#      the app server and of the whole PostgreSQL server (postmaster,
+#      backends, background processes; backends that exit during a phase
+#      still count, through the postmaster's reaped-children times). On a
+#      2-core machine app, PostgreSQL and loadgen compete for the cores: the
+#      two µs/req columns show which side a request's cost is on.
 #
 # Environment: ROUNDS (3), WARMUP (3), DURATION (10), CONNS (64), JOBS (1),
-# SYSTEMS (all five), DATA_DIR (bench/data, on disk: not tmpfs), CARGO_TARGET_DIR.
+# SYSTEMS ("keel keel-memory ts-sqlite ts-sqlite-wal ts-memory"),
+# RACE_CLIENTS (32), PG_URL (postgres://postgres@127.0.0.1:5432, no database:
+# the script adds it), PG_OS_USER (postgres: owner of PostgreSQL's
+# processes), PG_SETTINGS (name=value ..., set on each round's database with
+# ALTER DATABASE, for experiments: e.g. plan_cache_mode=force_generic_plan;
+# default none), DATA_DIR (bench/data, on disk: not tmpfs), KEEL_TARGET_DIR
+# (where keel-cli is built: the workspace's target/), BENCH_TARGET_DIR
+# (where this package is built: CARGO_TARGET_DIR if set, else bench/target/;
+# CARGO_TARGET_DIR applies to this package only).
 # Per-run output lands in DATA_DIR/<timestamp>/ (server logs, results.jsonl,
-# table.md). The load generator and the servers share the machine's cores:
-# read the CPU column before trusting a small difference.
+# table.md). The load generator and the servers (and PostgreSQL) share the
+# machine's cores: read the CPU columns before trusting a small difference.
+# PostgreSQL's CPU is the whole server's: another client's load on the same
+# PostgreSQL counts too (loadgen warns when other databases' backends used
+# CPU during a phase).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -49,6 +91,11 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 JOBS=${JOBS:-1}
 SYSTEMS=${SYSTEMS:-"keel keel-memory ts-sqlite ts-sqlite-wal ts-memory"}
+RACE_CLIENTS=${RACE_CLIENTS:-32}
+PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+PG_URL=${PG_URL%/}
+PG_OS_USER=${PG_OS_USER:-postgres}
+PG_SETTINGS=${PG_SETTINGS:-}
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
@@ -56,12 +103,36 @@ DATA_DIR=${DATA_DIR:-$BENCH/data}
 OUT="$DATA_DIR/$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$OUT"
 RESULTS="$OUT/results.jsonl"
+read -r -a SYSTEM_LIST <<<"$SYSTEMS"
 
-echo "== building (release, -j$JOBS)"
-cargo build --release -j"$JOBS" --manifest-path "$ROOT/Cargo.toml" -p keel-cli
-cargo build --release -j"$JOBS" --manifest-path "$BENCH/Cargo.toml"
-WS_TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-BENCH_TARGET=${CARGO_TARGET_DIR:-$BENCH/target}
+# pg_system SYSTEM: does SYSTEM keep its sessions in PostgreSQL?
+pg_system() { [[ $1 == keel-pg || $1 == ts-postgres ]]; }
+
+NEEDS_PG=0
+for system in "${SYSTEM_LIST[@]}"; do
+  if pg_system "$system"; then NEEDS_PG=1; fi
+done
+# pg_admin SQL: run SQL on the server's `postgres` database.
+pg_admin() { PGOPTIONS="-c client_min_messages=warning" psql "$PG_URL/postgres" -v ON_ERROR_STOP=1 -qAt -c "$1"; }
+if ((NEEDS_PG)); then
+  if ! command -v psql >/dev/null; then
+    echo "the PostgreSQL systems need psql" >&2
+    exit 1
+  fi
+  if ! PG_VERSION=$(pg_admin 'SHOW server_version'); then
+    echo "no PostgreSQL server at $PG_URL" >&2
+    exit 1
+  fi
+fi
+
+# keel-cli in the workspace's own target dir (shared with the workspace's
+# builds, as before); this package in CARGO_TARGET_DIR if set, so a private
+# target dir for the bench never forces a second build of the workspace.
+WS_TARGET=${KEEL_TARGET_DIR:-$ROOT/target}
+BENCH_TARGET=${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-$BENCH/target}}
+echo "== building (release, -j$JOBS; keel in $WS_TARGET, bench in $BENCH_TARGET)"
+CARGO_TARGET_DIR=$WS_TARGET cargo build --release -j"$JOBS" --manifest-path "$ROOT/Cargo.toml" -p keel-cli
+CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release -j"$JOBS" --manifest-path "$BENCH/Cargo.toml"
 mkdir -p "$OUT/bin"
 cp "$WS_TARGET/release/keel" "$BENCH_TARGET/release/anchor" "$BENCH_TARGET/release/loadgen" "$OUT/bin/"
 KEEL="$OUT/bin/keel"
@@ -75,6 +146,10 @@ LOADGEN="$OUT/bin/loadgen"
   echo "kernel: $(uname -sr)"
   echo "disk of DATA_DIR: $(df -T "$DATA_DIR" | awk 'NR==2 {print $1, $2}')"
   echo "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  if ((NEEDS_PG)); then
+    echo "postgresql: $PG_VERSION at $PG_URL (synchronous_commit=$(pg_admin 'SHOW synchronous_commit'), fsync=$(pg_admin 'SHOW fsync'), max_connections=$(pg_admin 'SHOW max_connections'))"
+    if [[ -n $PG_SETTINGS ]]; then echo "per-database settings (PG_SETTINGS): $PG_SETTINGS"; fi
+  fi
   echo "rounds=$ROUNDS warmup=${WARMUP}s duration=${DURATION}s connections=$CONNS"
 } | tee "$OUT/machine.txt"
 
@@ -113,11 +188,27 @@ stop_server() {
     SERVER_PID=""
   fi
 }
-trap stop_server EXIT
 
-# server_cmd SYSTEM DATAFILE: the command line of SYSTEM's server.
+# The PostgreSQL database of the running round, if any: dropped on exit.
+PG_DB=""
+drop_pg_db() {
+  if [[ -n $PG_DB ]]; then
+    pg_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" || true
+    PG_DB=""
+  fi
+}
+cleanup() {
+  stop_server
+  drop_pg_db
+}
+trap cleanup EXIT
+
+# server_cmd SYSTEM DATA: the command line of SYSTEM's server; DATA is a file
+# path, or a PostgreSQL URL for the PostgreSQL systems.
 server_cmd() {
   case $1 in
+    keel-pg) echo "$KEEL serve --db $2 --addr 127.0.0.1:0" ;;
+    ts-postgres) echo "$ANCHOR --store postgres --pg-url $2 --addr 127.0.0.1:0" ;;
     keel) echo "$KEEL serve --db $2 --addr 127.0.0.1:0" ;;
     keel-memory) echo "$KEEL serve --memory --addr 127.0.0.1:0" ;;
     ts-sqlite) echo "$ANCHOR --store sqlite --db $2 --addr 127.0.0.1:0" ;;
@@ -131,24 +222,50 @@ server_cmd() {
   esac
 }
 
-durable() { [[ $1 == keel* && $1 != keel-memory || $1 == ts-sqlite* ]]; }
+# durable SYSTEM: is every acknowledged write meant to survive a restart?
+durable() {
+  case $1 in
+    keel | keel-lib | keel-pg | ts-sqlite | ts-sqlite-wal | ts-postgres) return 0 ;;
+    *) return 1 ;;
+  esac
+}
 
 FAILED=0
-read -r -a SYSTEM_LIST <<<"$SYSTEMS"
 for round in $(seq 1 "$ROUNDS"); do
   n=${#SYSTEM_LIST[@]}
   for k in $(seq 0 $((n - 1))); do
     system=${SYSTEM_LIST[$(((k + round - 1) % n))]}
-    data="$OUT/$system-r$round.db"
     state="$OUT/$system-r$round.state"
+    pg_args=()
+    if pg_system "$system"; then
+      # A fresh database per round; a leftover of an aborted run goes first.
+      PG_DB="keel_bench_${system//-/_}_r$round"
+      pg_admin "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)"
+      pg_admin "CREATE DATABASE $PG_DB"
+      for setting in $PG_SETTINGS; do
+        pg_admin "ALTER DATABASE $PG_DB SET ${setting%%=*} = '${setting#*=}'"
+      done
+      data="$PG_URL/$PG_DB"
+      pg_args=(--pg-user "$PG_OS_USER" --pg-db "$PG_DB")
+    else
+      data="$OUT/$system-r$round.db"
+    fi
     echo "== round $round: $system"
     # shellcheck disable=SC2046
     start_server "$OUT/$system-r$round.log" $(server_cmd "$system" "$data")
     common=(--url "$SERVER_URL" --state "$state" --system "$system" --round "$round" --results "$RESULTS")
     "$LOADGEN" run "${common[@]}" --method post --fresh --connections "$CONNS" \
-      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" || FAILED=1
+      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" "${pg_args[@]}" || FAILED=1
     "$LOADGEN" run "${common[@]}" --method get --connections "$CONNS" \
-      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" || FAILED=1
+      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" "${pg_args[@]}" || FAILED=1
+    # `keel serve` retries conflicts until all 32 increments succeed: none
+    # may be lost or refused. tower-sessions loses them (last writer wins)
+    # and keel-lib (the library's default of 3 attempts) refuses some with
+    # 503: measured and reported, not a failure of the run.
+    race_args=()
+    case $system in keel | keel-memory | keel-pg) race_args=(--expect-no-loss) ;; esac
+    "$LOADGEN" race --url "$SERVER_URL" --system "$system" --round "$round" \
+      --results "$RESULTS" --clients "$RACE_CLIENTS" "${race_args[@]}" || FAILED=1
     stop_server
     if durable "$system"; then
       # shellcheck disable=SC2046
@@ -157,7 +274,11 @@ for round in $(seq 1 "$ROUNDS"); do
         --round "$round" --results "$RESULTS" || FAILED=1
       stop_server
     fi
-    rm -f "$data" "$data-wal" "$data-shm" "$data-journal"
+    if pg_system "$system"; then
+      drop_pg_db
+    else
+      rm -f "$data" "$data-wal" "$data-shm" "$data-journal"
+    fi
   done
 done
 

@@ -16,6 +16,15 @@
 //!   connections. Each acknowledged write is one fsync'd SQLite transaction.
 //!   `--sqlite-wal` switches to `journal_mode = WAL` (keeping `synchronous =
 //!   FULL`, so still durable) for a tuned variant.
+//! - `postgres`: tower-sessions-sqlx-store's `PostgresStore` on the
+//!   PostgreSQL database `--pg-url` (`postgres://USER@HOST:PORT/DB`), through
+//!   an sqlx `PgPool` with sqlx's defaults (at most 10 connections;
+//!   PostgreSQL's own defaults: `synchronous_commit = on`, READ COMMITTED).
+//!   `migrate()` creates schema `tower_sessions` and its table `session` at
+//!   start. Each acknowledged write is one committed (WAL-flushed) upsert;
+//!   the session layer reads the record, the handler changes it, and the
+//!   layer writes it back whole, so concurrent requests of one session race
+//!   (last writer wins).
 //! - `memory`: tower-sessions' `MemoryStore` (a mutex-guarded `HashMap`).
 //! - `keel`: not tower-sessions but Keel's library (`SessionLayer` over a
 //!   `RedbContainer` on `--db`), with the same two handlers as `inproc`:
@@ -44,14 +53,14 @@ use clap::{Parser, ValueEnum};
 use keel_session::{
     ContainerRegistry, CookieConfig, KeyRing, SessionError, SessionLayer, SessionManager,
 };
-use keel_store::RedbContainer;
+use keel_store::{RedbContainer, SessionAdmin as _};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer, SessionStore};
 use tower_sessions_sqlx_store::{
-    SqliteStore,
+    PostgresStore, SqliteStore,
     sqlx::{
-        SqlitePool,
+        PgPool, SqlitePool,
         sqlite::{SqliteConnectOptions, SqliteJournalMode},
     },
 };
@@ -62,6 +71,9 @@ const COUNT_KEY: &str = "count";
 
 /// The package of `keel serve`'s counter.
 const KEEL_PACKAGE: &str = "keel.demo";
+
+/// The setting that keeps the key ring (`keel serve` uses the same name).
+const KEY_RING_SETTING: &str = "keel.key_ring";
 
 /// The page counter on tower-sessions.
 #[derive(Debug, Parser)]
@@ -76,6 +88,10 @@ struct Args {
     /// Use `journal_mode = WAL` instead of sqlx's default (rollback journal).
     #[arg(long)]
     sqlite_wal: bool,
+    /// The PostgreSQL database (`--store postgres`),
+    /// `postgres://USER@HOST:PORT/DB`; it must exist.
+    #[arg(long, required_if_eq("store", "postgres"))]
+    pg_url: Option<String>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     addr: SocketAddr,
@@ -85,6 +101,8 @@ struct Args {
 enum StoreKind {
     /// tower-sessions-sqlx-store's `SqliteStore`, on a file.
     Sqlite,
+    /// tower-sessions-sqlx-store's `PostgresStore`, on `--pg-url`.
+    Postgres,
     /// tower-sessions' `MemoryStore`.
     Memory,
     /// Keel's library (no tower-sessions): `SessionLayer` over a redb file.
@@ -135,6 +153,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             pool.close().await;
             served
         }
+        StoreKind::Postgres => {
+            let url = args
+                .pg_url
+                .as_deref()
+                .ok_or("--store postgres needs --pg-url")?;
+            // sqlx's default pool: at most 10 connections.
+            let pool = PgPool::connect(url).await?;
+            let store = PostgresStore::new(pool.clone());
+            store.migrate().await?;
+            let served = serve(args.addr, store).await;
+            pool.close().await;
+            served
+        }
     }
 }
 
@@ -165,7 +196,11 @@ async fn listen(addr: SocketAddr, app: Router) -> Result<(), Box<dyn std::error:
 /// `RedbContainer` on `db`.
 async fn serve_keel(addr: SocketAddr, db: &Path) -> Result<(), Box<dyn std::error::Error>> {
     let container = Arc::new(RedbContainer::open(db)?);
-    let ids = CookieConfig::keel(KeyRing::generate()?).build()?;
+    // The key ring lives in the database, as with `keel serve`, so that the
+    // cookies still name their sessions after a restart on the same file.
+    let stored =
+        container.initialize_setting(KEY_RING_SETTING, &KeyRing::generate()?.to_bytes())?;
+    let ids = CookieConfig::keel(KeyRing::from_bytes(&stored)?).build()?;
     let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(container));
     let app = Router::new()
         .route("/api/count", get(keel_read).post(keel_increment))

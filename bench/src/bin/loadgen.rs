@@ -10,12 +10,20 @@
 //!   the measured window. Checks every answer (a `POST` must answer the
 //!   previous count + 1, a `GET` the current count) and, at the end, that
 //!   each connection's stored count equals the number of successful `POST`s
-//!   it made: the no-lost-update check.
+//!   it made: the no-lost-update check. With `--pg-user postgres` it also
+//!   reports the CPU of the PostgreSQL server (see "PostgreSQL's CPU" below),
+//!   and both CPUs as CPU-microseconds per request.
+//! - `loadgen race`: one session, then `--clients` (32) connections fire one
+//!   `POST` each with that cookie at the same moment; reports how many were
+//!   answered 200 and `lost` = clients - (final count - initial count): the
+//!   increments that vanished (a read-modify-write store without concurrency
+//!   control keeps only the last writer's).
 //! - `loadgen verify`: after a server restart, checks that every session in
 //!   the `--state` file still has its acknowledged count (every acknowledged
 //!   write durable).
-//! - `loadgen table`: turns the `RESULT` lines that `run`/`verify` appended to
-//!   a results file into the comparison table (medians over rounds, ratios).
+//! - `loadgen table`: turns the result lines that `run`, `verify` and `race`
+//!   appended to a results file into the comparison table (medians over
+//!   rounds, ratios).
 //!
 //! NOTE: one thread (a current-thread tokio runtime) drives all connections
 //! with hyper's HTTP/1 client, so the generator takes at most one core and
@@ -61,6 +69,8 @@ enum Command {
     Run(RunArgs),
     /// Check that every session of a state file still has its count.
     Verify(VerifyArgs),
+    /// Fire concurrent increments of one session; count lost updates.
+    Race(RaceArgs),
     /// Print the comparison table from a results file.
     Table(TableArgs),
 }
@@ -121,6 +131,28 @@ struct RunArgs {
     /// Pid of the server, to report its CPU use over the measured window.
     #[arg(long)]
     server_pid: Option<u32>,
+    /// Also report the CPU of the PostgreSQL server: every process named
+    /// `postgres` owned by this user (postmaster, backends, background
+    /// processes), plus the postmaster's reaped children.
+    #[arg(long)]
+    pg_user: Option<String>,
+    /// The app's PostgreSQL database: its backends are counted, and client
+    /// backends of other databases are reported as interference.
+    #[arg(long, requires = "pg_user")]
+    pg_db: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct RaceArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent increments of the one session, one connection each.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Exit 2 if any increment was lost or refused (not for a yardstick
+    /// known to lose them).
+    #[arg(long)]
+    expect_no_loss: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +194,43 @@ struct RunResult {
     verified: bool,
     loadgen_cpu_pct: Option<f64>,
     server_cpu_pct: Option<f64>,
+    /// CPU of all PostgreSQL server processes over the window, % of a core.
+    #[serde(default)]
+    pg_cpu_pct: Option<f64>,
+    /// CPU-microseconds of the app server per measured request.
+    #[serde(default)]
+    app_us_per_req: Option<f64>,
+    /// CPU-microseconds of PostgreSQL per measured request.
+    #[serde(default)]
+    pg_us_per_req: Option<f64>,
+    /// CPU of client backends of other databases over the window (someone
+    /// else's load on the same PostgreSQL), % of a core.
+    #[serde(default)]
+    pg_foreign_cpu_pct: Option<f64>,
+    /// Backends connected to the app's database at the end of the window.
+    #[serde(default)]
+    pg_backends: Option<usize>,
+    /// The outcome of `loadgen race` (kind `race`).
+    #[serde(default)]
+    race: Option<RaceOutcome>,
+}
+
+/// What `loadgen race` saw.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RaceOutcome {
+    clients: usize,
+    /// Answers 200 (acknowledged increments).
+    ok: usize,
+    initial: u64,
+    #[serde(rename = "final")]
+    final_count: u64,
+    /// clients - (final - initial).
+    lost: i64,
+    /// Acknowledged increments missing from the final count: ok - (final -
+    /// initial).
+    acknowledged_lost: i64,
+    /// 200 answers that repeated a count another answer had already given.
+    duplicate_answers: usize,
 }
 
 fn main() -> ExitCode {
@@ -176,6 +245,7 @@ fn main() -> ExitCode {
                 match command {
                     Command::Run(args) => run(args).await,
                     Command::Verify(args) => verify(args).await,
+                    Command::Race(args) => race(args).await,
                     Command::Table(_) => Ok(true),
                 }
             }),
@@ -335,39 +405,204 @@ fn append_result(path: &Path, result: &RunResult) -> Result<(), BoxError> {
 /// Clock ticks per second of /proc's times (USER_HZ, 100 on Linux).
 const TICKS_PER_SEC: f64 = 100.0;
 
-fn cpu_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // Fields 14 and 15 of stat(5), counted from the state (field 3).
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
+/// The fields of `/proc/PID/stat` after the command: `fields[0]` is field 3
+/// of proc(5) (the state), so field N is `fields[N - 3]`.
+fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
 }
 
-#[derive(Debug, Clone, Copy)]
+fn field(fields: &[&str], n: usize) -> Option<u64> {
+    fields.get(n - 3)?.parse().ok()
+}
+
+fn cpu_ticks(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields = stat_fields(&stat)?;
+    // Fields 14 and 15 of proc(5): utime, stime (all threads).
+    Some(field(&fields, 14)? + field(&fields, 15)?)
+}
+
+// PostgreSQL's CPU. PostgreSQL runs one process per connection (a backend)
+// beside the postmaster and its background processes (checkpointer, WAL
+// writer, ...), all named `postgres`. A sample adds utime + stime of every
+// such process alive, plus the postmaster's cutime + cstime (fields 16 and
+// 17: the CPU of children it has waited for), so that a backend that exits
+// during the window (a pool closing a connection) still counts: alive at the
+// first sample, its time is in the sum; reaped by the second, its whole time
+// is in the postmaster's cutime/cstime. The difference of two samples is
+// then PostgreSQL's CPU over the window. Limits: a backend exited but not
+// yet reaped (a zombie) may be missed for a moment; and the sum covers the
+// whole server, so another client's queries on the same PostgreSQL count
+// too: the sample also sums the client backends of other databases than
+// `--pg-db`, per pid, to report that interference.
+
+/// The user id of `user`, from /etc/passwd.
+fn user_id(user: &str) -> Option<u32> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut parts = line.split(':');
+        (parts.next()? == user)
+            .then(|| parts.nth(1)?.parse().ok())
+            .flatten()
+    })
+}
+
+/// Where PostgreSQL's processes are, and whose database matters.
+#[derive(Debug, Clone)]
+struct PgProbe {
+    uid: u32,
+    db: Option<String>,
+}
+
+/// One sample of PostgreSQL's CPU (clock ticks).
+#[derive(Debug, Clone, Default)]
+struct PgSample {
+    /// utime + stime of every process, plus the postmaster's reaped
+    /// children.
+    total: u64,
+    /// Client backends of other databases: pid -> utime + stime.
+    foreign: BTreeMap<u32, u64>,
+    /// Backends connected to `db`.
+    backends: usize,
+}
+
+impl PgProbe {
+    fn new(user: &str, db: Option<String>) -> Result<Self, BoxError> {
+        let uid = user_id(user).ok_or_else(|| format!("no user {user:?} in /etc/passwd"))?;
+        Ok(PgProbe { uid, db })
+    }
+
+    fn sample(&self) -> Option<PgSample> {
+        use std::os::unix::fs::MetadataExt as _;
+        // (pid, ppid, utime + stime, cutime + cstime, title)
+        let mut processes = Vec::new();
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if entry.metadata().map(|m| m.uid()).ok() != Some(self.uid) {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let comm = stat
+                .find('(')
+                .zip(stat.rfind(')'))
+                .map(|(a, b)| &stat[a + 1..b]);
+            if comm != Some("postgres") {
+                continue;
+            }
+            let Some(fields) = stat_fields(&stat) else {
+                continue;
+            };
+            let (Some(ppid), Some(ut), Some(st), Some(cut), Some(cst)) = (
+                field(&fields, 4),
+                field(&fields, 14),
+                field(&fields, 15),
+                field(&fields, 16),
+                field(&fields, 17),
+            ) else {
+                continue;
+            };
+            // The process title PostgreSQL sets: "postgres: [CLUSTER: ]USER
+            // DB HOST(PORT) STATE" for a client backend.
+            let title = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
+                .unwrap_or_default();
+            processes.push((pid, ppid as u32, ut + st, cut + cst, title));
+        }
+        if processes.is_empty() {
+            return None;
+        }
+        let pids: std::collections::BTreeSet<u32> = processes.iter().map(|p| p.0).collect();
+        let mut sample = PgSample::default();
+        for (pid, ppid, own, children, title) in processes {
+            sample.total += own;
+            if !pids.contains(&ppid) {
+                // The postmaster: its parent is not a PostgreSQL process.
+                sample.total += children;
+            }
+            let words: Vec<&str> = title.split_whitespace().collect();
+            let client = words
+                .iter()
+                .any(|w| *w == "[local]" || (w.ends_with(')') && w.contains('(')));
+            if !client {
+                continue;
+            }
+            match &self.db {
+                Some(db) if words.contains(&db.as_str()) => sample.backends += 1,
+                Some(_) => {
+                    sample.foreign.insert(pid, own);
+                }
+                None => sample.backends += 1,
+            }
+        }
+        Some(sample)
+    }
+}
+
+#[derive(Debug, Clone)]
 struct CpuMark {
     at: Instant,
     own: Option<u64>,
     server: Option<u64>,
+    pg: Option<PgSample>,
+}
+
+/// CPU over a window, each in % of one core.
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    loadgen: Option<f64>,
+    server: Option<f64>,
+    pg: Option<f64>,
+    pg_foreign: Option<f64>,
+    pg_backends: Option<usize>,
 }
 
 impl CpuMark {
-    fn now(server_pid: Option<u32>) -> Self {
+    fn now(server_pid: Option<u32>, pg: Option<&PgProbe>) -> Self {
         CpuMark {
             at: Instant::now(),
             own: cpu_ticks("self"),
             server: server_pid.and_then(|pid| cpu_ticks(&pid.to_string())),
+            pg: pg.and_then(PgProbe::sample),
         }
     }
 
-    /// Percent of one core used by (self, server) since `start`.
-    fn since(self, start: CpuMark) -> (Option<f64>, Option<f64>) {
+    /// CPU used since `start`.
+    fn since(&self, start: &CpuMark) -> CpuUse {
         let wall = self.at.duration_since(start.at).as_secs_f64().max(1e-9);
-        let pct = |a: Option<u64>, b: Option<u64>| {
-            Some((a? as f64 - b? as f64) / TICKS_PER_SEC / wall * 100.0)
+        let pct = |ticks: f64| ticks / TICKS_PER_SEC / wall * 100.0;
+        let diff = |a: Option<u64>, b: Option<u64>| Some(pct(a? as f64 - b? as f64));
+        let (pg, pg_foreign, pg_backends) = match (&self.pg, &start.pg) {
+            (Some(end), Some(begin)) => {
+                // Only backends alive at both samples: one that came or went
+                // in between is missed (it is reported as interference only).
+                let foreign: u64 = end
+                    .foreign
+                    .iter()
+                    .filter_map(|(pid, t)| Some(t.saturating_sub(*begin.foreign.get(pid)?)))
+                    .sum();
+                (
+                    Some(pct(end.total as f64 - begin.total as f64)),
+                    Some(pct(foreign as f64)),
+                    Some(end.backends),
+                )
+            }
+            _ => (None, None, None),
         };
-        (pct(self.own, start.own), pct(self.server, start.server))
+        CpuUse {
+            loadgen: diff(self.own, start.own),
+            server: diff(self.server, start.server),
+            pg,
+            pg_foreign,
+            pg_backends,
+        }
     }
 }
 
@@ -529,6 +764,19 @@ fn percentile(sorted: &[u64], q: f64) -> f64 {
 async fn run(args: RunArgs) -> Result<bool, BoxError> {
     let common = &args.common;
     let target = Arc::new(Target::parse(&common.url, &common.path)?);
+    let probe = match &args.pg_user {
+        Some(user) => Some(PgProbe::new(user, args.pg_db.clone())?),
+        None => None,
+    };
+    if let Some(probe) = &probe
+        && probe.sample().is_none()
+    {
+        return Err(format!(
+            "--pg-user {}: no process named postgres of that user",
+            args.pg_user.as_deref().unwrap_or_default()
+        )
+        .into());
+    }
     let saved = match &common.state {
         Some(path) if !args.fresh && path.exists() => {
             let saved = read_state(path)?;
@@ -577,14 +825,23 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         }
     };
     let server_pid = args.server_pid;
-    let marks = tokio::spawn(async move {
-        tokio::time::sleep_until(window.warmup_end.into()).await;
-        let first = CpuMark::now(server_pid);
-        if window.per_connection.is_some() {
-            return (first, None);
+    // Sampled off the runtime's thread: scanning /proc for PostgreSQL's
+    // processes takes a few milliseconds that the connections should not
+    // wait for.
+    let mark = move |probe: Option<PgProbe>| async move {
+        tokio::task::spawn_blocking(move || CpuMark::now(server_pid, probe.as_ref())).await
+    };
+    let marks = tokio::spawn({
+        let probe = probe.clone();
+        async move {
+            tokio::time::sleep_until(window.warmup_end.into()).await;
+            let first = mark(probe.clone()).await?;
+            if window.per_connection.is_some() {
+                return Ok::<_, tokio::task::JoinError>((first, None));
+            }
+            tokio::time::sleep_until(window.end.into()).await;
+            Ok((first, Some(mark(probe).await?)))
         }
-        tokio::time::sleep_until(window.end.into()).await;
-        (first, Some(CpuMark::now(server_pid)))
     });
     let mut driving = tokio::task::JoinSet::new();
     for (i, slot) in clients.into_iter().enumerate() {
@@ -599,10 +856,9 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         let (i, pair) = joined?;
         finished[i] = Some(pair);
     }
-    let all_done = CpuMark::now(server_pid);
-    let (first_mark, last_mark) = marks.await?;
-    let last_mark = last_mark.unwrap_or(all_done);
-    let (loadgen_cpu, server_cpu) = last_mark.since(first_mark);
+    let all_done = CpuMark::now(server_pid, probe.as_ref());
+    let (first_mark, last_mark) = marks.await??;
+    let cpu = last_mark.as_ref().unwrap_or(&all_done).since(&first_mark);
     let seconds = match args.requests {
         Some(_) => all_done.at.duration_since(start).as_secs_f64(),
         None => args.duration,
@@ -666,6 +922,10 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         .map(|(_, n)| n)
         .sum();
     let verified = total.mismatches == 0 && sessions_ok == args.connections;
+    let per_request = |pct: Option<f64>| {
+        (total.measured > 0).then_some(())?;
+        Some(pct? / 100.0 * seconds / total.measured as f64 * 1e6)
+    };
     let result = RunResult {
         kind: "run".to_owned(),
         system: common.system.clone(),
@@ -686,8 +946,14 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         sessions: args.connections,
         ambiguous_writes: total.ambiguous_writes,
         verified,
-        loadgen_cpu_pct: loadgen_cpu,
-        server_cpu_pct: server_cpu,
+        loadgen_cpu_pct: cpu.loadgen,
+        server_cpu_pct: cpu.server,
+        pg_cpu_pct: cpu.pg,
+        app_us_per_req: per_request(cpu.server),
+        pg_us_per_req: per_request(cpu.pg),
+        pg_foreign_cpu_pct: cpu.pg_foreign,
+        pg_backends: cpu.pg_backends,
+        race: None,
     };
     let method = match args.method {
         Phase::Post => "POST",
@@ -730,9 +996,32 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         }
     );
     println!(
-        "  cpu over the window (100% = one core): loadgen {}, server {}",
-        fmt_pct(loadgen_cpu),
-        fmt_pct(server_cpu)
+        "  cpu over the window (100% = one core): loadgen {}, server {}{}",
+        fmt_pct(cpu.loadgen),
+        fmt_pct(cpu.server),
+        match cpu.pg {
+            Some(_) => format!(
+                ", postgres {} ({} backends of the app's database{})",
+                fmt_pct(cpu.pg),
+                cpu.pg_backends
+                    .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                match cpu.pg_foreign {
+                    Some(p) if p >= 0.5 => {
+                        format!("; WARNING: other databases' backends used {p:.0}%")
+                    }
+                    _ => String::new(),
+                }
+            ),
+            None => String::new(),
+        }
+    );
+    println!(
+        "  cpu per request: app {} µs{}",
+        fmt_us(result.app_us_per_req),
+        match result.pg_us_per_req {
+            Some(_) => format!(", postgres {} µs", fmt_us(result.pg_us_per_req)),
+            None => String::new(),
+        }
     );
     if let Some(err) = &total.first_error {
         println!("  first problem: {err}");
@@ -745,6 +1034,10 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
 
 fn fmt_pct(pct: Option<f64>) -> String {
     pct.map_or_else(|| "n/a".to_owned(), |p| format!("{p:.0}%"))
+}
+
+fn fmt_us(us: Option<f64>) -> String {
+    us.map_or_else(|| "n/a".to_owned(), |u| format!("{u:.0}"))
 }
 
 // ---------------------------------------------------------------------------
@@ -809,6 +1102,12 @@ async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
         verified: bad.is_empty(),
         loadgen_cpu_pct: None,
         server_cpu_pct: None,
+        pg_cpu_pct: None,
+        app_us_per_req: None,
+        pg_us_per_req: None,
+        pg_foreign_cpu_pct: None,
+        pg_backends: None,
+        race: None,
     };
     if let Some(path) = &common.results {
         append_result(path, &result)?;
@@ -817,14 +1116,163 @@ async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
 }
 
 // ---------------------------------------------------------------------------
+// `race`
+
+/// One session, `clients` concurrent increments of it, one connection each,
+/// released together; then the final count tells how many took effect.
+async fn race(args: RaceArgs) -> Result<bool, BoxError> {
+    let common = &args.common;
+    let target = Arc::new(Target::parse(&common.url, &common.path)?);
+    let clients = args.clients.max(1);
+
+    // The session, and its count before the race.
+    let mut first = Conn::open(&target).await?;
+    let created = first.exchange(&target, Phase::Post, None).await?;
+    if created.status != StatusCode::OK {
+        return Err(format!("first POST answered {}", created.status).into());
+    }
+    let cookie = created
+        .set_cookie
+        .ok_or("first POST answered no Set-Cookie")?;
+    let initial = parse_count(
+        &first
+            .exchange(&target, Phase::Get, Some(&cookie))
+            .await?
+            .body,
+    )
+    .ok_or("GET answered no count")?;
+
+    // Every connection open before any request leaves.
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(Conn::open(&target).await?);
+    }
+    let barrier = Arc::new(tokio::sync::Barrier::new(clients));
+    let mut racing = tokio::task::JoinSet::new();
+    for mut conn in conns {
+        let target = Arc::clone(&target);
+        let barrier = Arc::clone(&barrier);
+        let cookie = cookie.clone();
+        racing.spawn(async move {
+            conn.sender.ready().await?;
+            barrier.wait().await;
+            conn.exchange(&target, Phase::Post, Some(&cookie)).await
+        });
+    }
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let mut answered = Vec::new();
+    let mut first_error = None;
+    while let Some(joined) = racing.join_next().await {
+        match joined? {
+            Ok(answer) => {
+                *statuses
+                    .entry(answer.status.as_u16().to_string())
+                    .or_default() += 1;
+                if answer.status == StatusCode::OK {
+                    answered.extend(parse_count(&answer.body));
+                } else if first_error.is_none() {
+                    first_error = Some(format!(
+                        "status {}: {}",
+                        answer.status,
+                        String::from_utf8_lossy(&answer.body)
+                    ));
+                }
+            }
+            Err(err) => {
+                *statuses.entry("error".to_owned()).or_default() += 1;
+                first_error.get_or_insert_with(|| err.to_string());
+            }
+        }
+    }
+    let ok = statuses.get("200").copied().unwrap_or(0) as usize;
+    let final_count = match first.exchange(&target, Phase::Get, Some(&cookie)).await {
+        Ok(answer) => parse_count(&answer.body),
+        Err(_) => {
+            let mut conn = Conn::open(&target).await?;
+            parse_count(
+                &conn
+                    .exchange(&target, Phase::Get, Some(&cookie))
+                    .await?
+                    .body,
+            )
+        }
+    }
+    .ok_or("final GET answered no count")?;
+    let applied = final_count as i64 - initial as i64;
+    let distinct: std::collections::BTreeSet<u64> = answered.iter().copied().collect();
+    let outcome = RaceOutcome {
+        clients,
+        ok,
+        initial,
+        final_count,
+        lost: clients as i64 - applied,
+        acknowledged_lost: ok as i64 - applied,
+        duplicate_answers: answered.len() - distinct.len(),
+    };
+    println!(
+        "{} round {} race: {clients} concurrent POSTs of one session: {ok} answered 200, count {initial} -> {final_count}: lost {} (acknowledged but lost {}; {} answers repeated a count){}",
+        common.system,
+        common.round,
+        outcome.lost,
+        outcome.acknowledged_lost,
+        outcome.duplicate_answers,
+        first_error
+            .as_ref()
+            .map(|e| format!("; first problem: {e}"))
+            .unwrap_or_default()
+    );
+    let no_loss = outcome.lost == 0 && ok == clients;
+    let result = RunResult {
+        kind: "race".to_owned(),
+        system: common.system.clone(),
+        round: common.round,
+        method: Some(Phase::Post),
+        connections: clients,
+        seconds: 0.0,
+        requests: clients as u64,
+        req_per_sec: 0.0,
+        p50_ms: 0.0,
+        p90_ms: 0.0,
+        p99_ms: 0.0,
+        max_ms: 0.0,
+        // Transport errors and non-200 answers.
+        errors: (clients - ok) as u64,
+        statuses,
+        mismatches: outcome.duplicate_answers as u64,
+        sessions_ok: usize::from(no_loss),
+        sessions: 1,
+        ambiguous_writes: 0,
+        verified: no_loss,
+        loadgen_cpu_pct: None,
+        server_cpu_pct: None,
+        pg_cpu_pct: None,
+        app_us_per_req: None,
+        pg_us_per_req: None,
+        pg_foreign_cpu_pct: None,
+        pg_backends: None,
+        race: Some(outcome),
+    };
+    if let Some(path) = &common.results {
+        append_result(path, &result)?;
+    }
+    Ok(no_loss || !args.expect_no_loss)
+}
+
+// ---------------------------------------------------------------------------
 // `table`
 
 /// The systems in table order: (label in the results, name in the table).
-const SYSTEMS: [(&str, &str); 5] = [
+const SYSTEMS: [(&str, &str); 8] = [
     ("keel", "Keel, redb file (durable)"),
     ("keel-memory", "Keel `--memory`"),
+    ("keel-pg", "Keel, PostgreSQL (durable)"),
+    ("keel-lib", "Keel library on redb (no `keel serve` extras)"),
     ("ts-sqlite", "tower-sessions SqliteStore (sqlx defaults)"),
     ("ts-sqlite-wal", "tower-sessions SqliteStore, WAL"),
+    (
+        "ts-postgres",
+        "tower-sessions PostgresStore (sqlx pool of 10)",
+    ),
     ("ts-memory", "tower-sessions MemoryStore"),
 ];
 
@@ -855,9 +1303,9 @@ fn table(path: &Path) -> Result<bool, BoxError> {
     let rounds = results.iter().map(|r| r.round).max().unwrap_or(0);
     println!("Medians over {rounds} round(s); req/s as median (min-max).\n");
     println!(
-        "| system | POST req/s | POST p50 ms | POST p99 ms | GET req/s | GET p50 ms | GET p99 ms | errors | lost updates | durable after restart | CPU % server / loadgen (POST; GET) | server CPU µs/req (POST; GET) |"
+        "| system | POST req/s | POST p50 ms | POST p99 ms | GET req/s | GET p50 ms | GET p99 ms | errors | lost updates | race: lost (200s), per round | durable after restart | CPU % app / pg / loadgen (POST; GET) | app µs/req (POST; GET) | pg µs/req (POST; GET) |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut all_ok = true;
     for (system, name) in SYSTEMS {
         let post = runs(system, Phase::Post);
@@ -883,16 +1331,46 @@ fn table(path: &Path) -> Result<bool, BoxError> {
                 format!("{:.2}", med(rs, f))
             }
         };
-        let cpu = |rs: &[&RunResult]| {
-            let server = med(rs, |r| r.server_cpu_pct.unwrap_or(f64::NAN));
-            let loadgen = med(rs, |r| r.loadgen_cpu_pct.unwrap_or(f64::NAN));
-            format!("{server:.0} / {loadgen:.0}")
+        // A median, or "-" where no round measured it.
+        let opt = |rs: &[&RunResult], f: fn(&RunResult) -> Option<f64>| {
+            let values: Vec<f64> = rs.iter().filter_map(|r| f(r)).collect();
+            if values.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.0}", median(&mut values.clone()))
+            }
         };
-        let cost = |rs: &[&RunResult]| {
-            let us = med(rs, |r| {
-                r.server_cpu_pct.unwrap_or(f64::NAN) / 100.0 * r.seconds / r.requests as f64 * 1e6
-            });
-            format!("{us:.0}")
+        let cpu = |rs: &[&RunResult]| {
+            format!(
+                "{} / {} / {}",
+                opt(rs, |r| r.server_cpu_pct),
+                opt(rs, |r| r.pg_cpu_pct),
+                opt(rs, |r| r.loadgen_cpu_pct)
+            )
+        };
+        // Results of before these fields: from the server's CPU %.
+        let app_us = |r: &RunResult| {
+            r.app_us_per_req
+                .or_else(|| Some(r.server_cpu_pct? / 100.0 * r.seconds / r.requests as f64 * 1e6))
+        };
+        let races: Vec<&RunResult> = results
+            .iter()
+            .filter(|r| r.kind == "race" && r.system == system)
+            .collect();
+        let race_cell = if races.is_empty() {
+            "-".to_owned()
+        } else {
+            let lost: Vec<String> = races
+                .iter()
+                .filter_map(|r| r.race.as_ref())
+                .map(|o| o.lost.to_string())
+                .collect();
+            let ok: Vec<String> = races
+                .iter()
+                .filter_map(|r| r.race.as_ref())
+                .map(|o| o.ok.to_string())
+                .collect();
+            format!("{} ({})", lost.join(", "), ok.join(", "))
         };
         let errors: u64 = post.iter().chain(&get).map(|r| r.errors).sum();
         let lost: Vec<String> = post
@@ -923,7 +1401,7 @@ fn table(path: &Path) -> Result<bool, BoxError> {
             format!("{held}/{sessions} sessions")
         };
         println!(
-            "| {name} | {} | {} | {} | {} | {} | {} | {errors} | {lost_cell} | {restart_cell} | {}; {} | {}; {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {errors} | {lost_cell} | {race_cell} | {restart_cell} | {}; {} | {}; {} | {}; {} |",
             rps(&post),
             ms(&post, |r| r.p50_ms),
             ms(&post, |r| r.p99_ms),
@@ -932,8 +1410,10 @@ fn table(path: &Path) -> Result<bool, BoxError> {
             ms(&get, |r| r.p99_ms),
             cpu(&post),
             cpu(&get),
-            cost(&post),
-            cost(&get),
+            opt(&post, app_us),
+            opt(&get, app_us),
+            opt(&post, |r| r.pg_us_per_req),
+            opt(&get, |r| r.pg_us_per_req),
         );
     }
 
@@ -958,9 +1438,30 @@ fn table(path: &Path) -> Result<bool, BoxError> {
         let max = per_round.iter().copied().fold(0.0, f64::max);
         Some((of_medians, min, max))
     };
+    println!(
+        "\nCPU % is of one core over the measured window. app µs/req: CPU-microseconds of the app server per \
+         measured request; pg µs/req: of the whole PostgreSQL server (postmaster, backends, WAL writer, \
+         checkpointer; exited backends through the postmaster's reaped-children times), for the systems \
+         on PostgreSQL. race: one session, N concurrent POSTs (`loadgen race`), lost = N - (final - \
+         initial count), then how many were answered 200."
+    );
     println!("\n| ratio (req/s) | median | per-round range | target | met |");
     println!("|---|---|---|---|---|");
-    let checks: [(&str, &str, Phase, f64, &str); 7] = [
+    let checks: [(&str, &str, Phase, f64, &str); 9] = [
+        (
+            "keel-pg",
+            "ts-postgres",
+            Phase::Post,
+            2.0,
+            "Keel PostgreSQL POST / tower-sessions PostgresStore POST",
+        ),
+        (
+            "keel-pg",
+            "ts-postgres",
+            Phase::Get,
+            1.0,
+            "Keel PostgreSQL GET / tower-sessions PostgresStore GET",
+        ),
         (
             "keel",
             "ts-sqlite",
