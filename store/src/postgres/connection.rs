@@ -112,6 +112,15 @@ impl Pg {
         config.keepalives(true);
         config.keepalives_idle(Duration::from_secs(30));
         config.application_name("keel");
+        // NOTE: Keel's statements have fixed shapes; a plan made once per
+        // connection serves them all. PostgreSQL's default (a custom plan
+        // while it judges the generic one costlier) re-planned the array
+        // lookups of `commit_batch` at every call.
+        let options = match config.get_options() {
+            Some(given) => format!("{given} -c plan_cache_mode=force_generic_plan"),
+            None => "-c plan_cache_mode=force_generic_plan".to_owned(),
+        };
+        config.options(&options);
         let target = describe(&config);
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
@@ -241,27 +250,18 @@ impl Pg {
             .map_err(|_| self.unavailable(format!("no answer within {STATEMENT_TIMEOUT:?}")))?
     }
 
-    /// Read whole sessions, in one statement (one snapshot, one round trip).
+    /// Read a whole session, in one statement (one snapshot, one round
+    /// trip).
     pub(crate) async fn load(
         self: Arc<Self>,
-        clients: Vec<ClientKey>,
-    ) -> Result<Vec<(ClientKey, SessionImage)>, StoreError> {
+        client: ClientKey,
+    ) -> Result<SessionImage, StoreError> {
         const LOAD: &str = "reading sessions";
-        let keys: Vec<&[u8]> = clients.iter().map(|c| c.as_bytes().as_slice()).collect();
+        let key: &[u8] = client.as_bytes();
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let rows = self.query(LOAD, &self.statements.load, &[&keys]).await?;
-        let mut images: Vec<(ClientKey, SessionImage)> = clients
-            .iter()
-            .map(|client| (*client, SessionImage::default()))
-            .collect();
-        images.sort_by_key(|(key, _)| *key);
-        images.dedup_by(|a, b| a.0 == b.0);
+        let rows = self.query(LOAD, &self.statements.load, &[&key]).await?;
+        let mut image = SessionImage::default();
         for row in rows {
-            let client = client_of(row.try_get::<_, &[u8]>(0).map_err(corrupt(LOAD))?)?;
-            let Ok(at) = images.binary_search_by(|(key, _)| key.cmp(&client)) else {
-                continue;
-            };
-            let image = &mut images[at].1;
             let kind: i16 = row.try_get(1).map_err(corrupt(LOAD))?;
             let version = to_u64(row.try_get(4).map_err(corrupt(LOAD))?);
             match kind {
@@ -295,12 +295,10 @@ impl Pg {
         }
         // Data never outlives its session record: without one, the session
         // is absent whatever else the read met.
-        for (_, image) in &mut images {
-            if image.record.is_none() {
-                *image = SessionImage::default();
-            }
+        if image.record.is_none() {
+            image = SessionImage::default();
         }
-        Ok(images)
+        Ok(image)
     }
 
     /// Queue a change set for the group committer; the answer comes after

@@ -279,9 +279,7 @@ struct SharedLoader(Arc<Pg>);
 impl Loader for SharedLoader {
     fn load_now(&self, client: &ClientKey) -> Result<SessionImage, StoreError> {
         let pg = Arc::clone(&self.0);
-        let client = *client;
-        let mut images = self.0.wait_for(pg.load(vec![client]))??;
-        Ok(images.pop().map(|(_, image)| image).unwrap_or_default())
+        self.0.wait_for(pg.load(*client))?
     }
 }
 
@@ -466,10 +464,11 @@ impl BufferedContainer for PostgresContainer {
             return Ok(None);
         }
         let inbox = Arc::clone(&dm.inbox);
-        let read = self.shared.pg.spawn(self.pg().load(vec![*client]));
+        let client = *client;
+        let read = self.shared.pg.spawn(self.pg().load(client));
         Ok(Some(Box::pin(async move {
-            let images = read.await?;
-            inbox.lock().extend(images);
+            let image = read.await?;
+            inbox.lock().push((client, image));
             Ok(())
         })))
     }
@@ -503,11 +502,7 @@ impl SessionAdmin for PostgresContainer {
         let pg = self.pg();
         let client = *key;
         let (record, values) = self.wait(async move {
-            let images = Arc::clone(&pg).load(vec![client]).await?;
-            let record = images
-                .into_iter()
-                .next()
-                .and_then(|(_, image)| image.record);
+            let record = Arc::clone(&pg).load(client).await?.record;
             let values = match &record {
                 Some(_) => pg.values_of(client).await?,
                 None => Vec::new(),
