@@ -16,7 +16,7 @@
 use std::{fmt, sync::Arc, time::Instant};
 
 use keel_store::{
-    ClientKey, ContainerStats, ExpiryPolicy, Preload, SessionAdmin, SessionContainer,
+    ClientKey, ContainerStats, ExpiryPolicy, Preload, ReadAhead, SessionAdmin, SessionContainer,
     SessionDetail, SessionInfo, SessionSummary, SessionValue, StoreError, SweepReport,
 };
 use keel_txn::{BoxError, DataManager, SavepointState, Transaction, TxnStats};
@@ -287,8 +287,9 @@ impl SessionContainer for TimedContainer {
         &self,
         tx: &mut Transaction,
         client: &ClientKey,
+        read_ahead: ReadAhead,
     ) -> Result<Option<Preload>, StoreError> {
-        self.inner.preload(tx, client)
+        self.inner.preload(tx, client, read_ahead)
     }
 
     fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {

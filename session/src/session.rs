@@ -146,10 +146,17 @@ impl Session {
             let Some(key) = state.current_key() else {
                 return Ok(());
             };
+            // A request with an unsafe method probably writes: a state the
+            // container remembers may serve, its commit validating it.
+            let read_ahead = if state.method.is_safe() {
+                keel_store::ReadAhead::Fresh
+            } else {
+                keel_store::ReadAhead::Remembered
+            };
             let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
             let mut reads = Vec::new();
             for container in self.context().containers.containers() {
-                if let Some(read) = container.preload(tx, &key)? {
+                if let Some(read) = container.preload(tx, &key, read_ahead)? {
                     reads.push(read);
                 }
             }

@@ -70,6 +70,23 @@ impl FromStr for ClientKey {
 /// transaction; holds no thread while it waits.
 pub type Preload = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send>>;
 
+/// How current a session read ahead must be
+/// ([`SessionContainer::preload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ReadAhead {
+    /// Read it now. For requests that probably only read (safe HTTP
+    /// methods): a read-only transaction that read one session is not
+    /// validated at commit, so what it reads must be current.
+    Fresh,
+    /// A state the container remembers from an earlier request of this
+    /// process may serve, saving the read. For requests that probably write
+    /// (unsafe methods): every read is then validated at commit, a read-only
+    /// transaction's too, so a stale state is a conflict and the request
+    /// runs again on a fresh read.
+    Remembered,
+}
+
 /// What the container knows about a live session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -100,8 +117,9 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
 
     /// Start reading session `client` into the transaction, so that the
     /// operations that follow find it without waiting: `None` when there is
-    /// nothing to read ahead (the embedded containers read in place, and a
-    /// session already read needs no second read). The session layer awaits
+    /// nothing to read ahead (the embedded containers read in place, a
+    /// session already read needs no second read, and with
+    /// [`ReadAhead::Remembered`] a remembered state may serve). The session layer awaits
     /// it before the handler runs, so a container that reads over the
     /// network never blocks a worker thread on a request's usual reads.
     ///
@@ -112,8 +130,9 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
         &self,
         tx: &mut Transaction,
         client: &ClientKey,
+        read_ahead: ReadAhead,
     ) -> Result<Option<Preload>, StoreError> {
-        let _ = (tx, client);
+        let _ = (tx, client, read_ahead);
         Ok(None)
     }
 

@@ -54,8 +54,8 @@ mod value;
 
 pub use self::redb::{RedbContainer, RedbOptions};
 pub use container::{
-    ClientKey, ContainerStats, Preload, SessionAdmin, SessionContainer, SessionDetail, SessionInfo,
-    SessionSummary, SweepReport,
+    ClientKey, ContainerStats, Preload, ReadAhead, SessionAdmin, SessionContainer, SessionDetail,
+    SessionInfo, SessionSummary, SweepReport,
 };
 pub use error::StoreError;
 pub use expiry::{Clock, ExpiryPolicy, ManualClock, SystemClock};

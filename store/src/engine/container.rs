@@ -8,8 +8,8 @@ use std::fmt;
 use keel_txn::Transaction;
 
 use crate::{
-    ClientKey, Clock, ExpiryPolicy, Preload, SessionAdmin, SessionContainer, SessionInfo,
-    SessionValue, StoreError,
+    ClientKey, Clock, ExpiryPolicy, Preload, ReadAhead, SessionAdmin, SessionContainer,
+    SessionInfo, SessionValue, StoreError,
     engine::{
         buffer::{At, Buffer},
         view::ReadView,
@@ -52,8 +52,9 @@ pub(crate) trait BufferedContainer:
         &self,
         tx: &mut Transaction,
         client: &ClientKey,
+        read_ahead: ReadAhead,
     ) -> Result<Option<Preload>, StoreError> {
-        let _ = (tx, client);
+        let _ = (tx, client, read_ahead);
         Ok(None)
     }
 
@@ -90,8 +91,9 @@ impl<C: BufferedContainer> SessionContainer for C {
         &self,
         tx: &mut Transaction,
         client: &ClientKey,
+        read_ahead: ReadAhead,
     ) -> Result<Option<Preload>, StoreError> {
-        BufferedContainer::preload(self, tx, client)
+        BufferedContainer::preload(self, tx, client, read_ahead)
     }
 
     fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {

@@ -308,10 +308,14 @@ impl Pg {
         match &self.committer {
             Some(sender) => {
                 if let Err(mpsc::error::SendError(request)) = sender.send(request) {
-                    request.reply.send(Err(StoreError::Closed));
+                    request
+                        .reply
+                        .send((Err(StoreError::Closed), request.changes));
                 }
             }
-            None => request.reply.send(Err(StoreError::Closed)),
+            None => request
+                .reply
+                .send((Err(StoreError::Closed), request.changes)),
         }
     }
 
@@ -618,28 +622,33 @@ async fn setup(pool: Pool, target: String, schema: String) -> Result<(), StoreEr
     txn.commit().await.map_err(failed)
 }
 
+/// A commit's answer: the tid its writes were applied as (`None` if it
+/// only validated), and the change set itself, handed back so the container
+/// can remember what the sessions became.
+pub(crate) type Answer = (Result<Option<u64>, StoreError>, ChangeSet<Vec<u8>>);
+
 /// Where a commit's answer goes.
 #[derive(Debug)]
 pub(crate) enum Reply {
     /// A thread blocked in the synchronous vote.
-    Blocking(std_mpsc::SyncSender<Result<(), StoreError>>),
+    Blocking(std_mpsc::SyncSender<Answer>),
     /// A future returned by the asynchronous vote.
-    Async(oneshot::Sender<Result<(), StoreError>>),
+    Async(oneshot::Sender<Answer>),
 }
 
 impl Reply {
-    fn send(self, result: Result<(), StoreError>) {
+    fn send(self, answer: Answer) {
         // A waiter that went away needs no answer.
         match self {
-            Reply::Blocking(sender) => drop(sender.send(result)),
-            Reply::Async(sender) => drop(sender.send(result)),
+            Reply::Blocking(sender) => drop(sender.send(answer)),
+            Reply::Async(sender) => drop(sender.send(answer)),
         }
     }
 
     /// A blocking reply and the wait for it.
-    pub(crate) fn blocking() -> (Reply, impl FnOnce() -> Result<(), StoreError>) {
+    pub(crate) fn blocking() -> (Reply, impl FnOnce() -> Result<Answer, StoreError>) {
         let (sender, answer) = std_mpsc::sync_channel(1);
-        (Reply::Blocking(sender), move || blocking_recv(answer)?)
+        (Reply::Blocking(sender), move || blocking_recv(answer))
     }
 }
 
@@ -673,14 +682,16 @@ async fn run_committer(
         }
         let Some(pg) = pg.upgrade() else {
             for request in batch {
-                request.reply.send(Err(StoreError::Closed));
+                request
+                    .reply
+                    .send((Err(StoreError::Closed), request.changes));
             }
             return;
         };
         tokio::spawn(async move {
             let results = pg.commit_batch(&batch).await;
             for (request, result) in batch.into_iter().zip(results) {
-                request.reply.send(result);
+                request.reply.send((result, request.changes));
             }
             drop(permit);
         });
@@ -782,7 +793,7 @@ fn end(len: usize) -> i32 {
 
 impl Pg {
     /// Commit a batch; one answer per change set, in order.
-    async fn commit_batch(&self, batch: &[CommitRequest]) -> Vec<Result<(), StoreError>> {
+    async fn commit_batch(&self, batch: &[CommitRequest]) -> Vec<Result<Option<u64>, StoreError>> {
         let mut arrays = BatchArrays::default();
         for request in batch {
             arrays.add(&request.changes);
@@ -818,7 +829,8 @@ impl Pg {
                         self.counters
                             .committed_change_sets
                             .fetch_add(1, Ordering::Relaxed);
-                        Ok(())
+                        let tid: Option<i64> = row.try_get(0).map_err(corrupt(COMMIT))?;
+                        Ok(tid.map(to_u64))
                     }
                     Some(check) => Err(conflict(&request.changes, check)),
                 }

@@ -8,6 +8,7 @@ mod image;
 mod schema;
 
 use std::{
+    collections::HashMap,
     fmt,
     future::Future,
     sync::{
@@ -21,12 +22,12 @@ use keel_txn::{BoxError, DataManager, PendingVote, SavepointState, Transaction};
 use parking_lot::Mutex;
 
 use self::{
-    connection::{Pg, Reply, Settings},
-    image::{ImageView, Loader, SessionImage},
+    connection::{Answer, Pg, Reply, Settings},
+    image::{AppliedImages, ImageView, Images, Loader, SessionImage},
 };
 use crate::{
-    ClientKey, Clock, ContainerStats, ExpiryPolicy, Preload, SessionAdmin, SessionDetail,
-    SessionSummary, StoreError, SweepReport, SystemClock,
+    ClientKey, Clock, ContainerStats, ExpiryPolicy, Preload, ReadAhead, SessionAdmin,
+    SessionDetail, SessionSummary, StoreError, SweepReport, SystemClock,
     engine::{
         admin::{StatsBuilder, summary},
         apply::ChangeSet,
@@ -55,6 +56,7 @@ pub struct PostgresOptions {
     expiry: ExpiryPolicy,
     clock: Arc<dyn Clock>,
     settings: Settings,
+    remembered: usize,
 }
 
 impl fmt::Debug for PostgresOptions {
@@ -63,6 +65,7 @@ impl fmt::Debug for PostgresOptions {
             .field("expiry", &self.expiry)
             .field("clock", &self.clock)
             .field("settings", &self.settings)
+            .field("remembered", &self.remembered)
             .finish()
     }
 }
@@ -76,7 +79,8 @@ impl Default for PostgresOptions {
 impl PostgresOptions {
     /// The defaults: [`ExpiryPolicy::default`], the system clock, schema
     /// `keel`, a pool of 8 connections, 5 s to connect, group commits of up
-    /// to 256 change sets, 2 group commits in flight.
+    /// to 256 change sets, 2 group commits in flight, up to 65,536 sessions
+    /// remembered for writing requests.
     pub fn new() -> Self {
         PostgresOptions {
             expiry: ExpiryPolicy::default(),
@@ -88,6 +92,7 @@ impl PostgresOptions {
                 max_batch: 256,
                 concurrent_commits: 2,
             },
+            remembered: 65_536,
         }
     }
 
@@ -130,6 +135,17 @@ impl PostgresOptions {
     /// transaction (at least 1).
     pub fn with_max_batch(mut self, change_sets: usize) -> Self {
         self.settings.max_batch = change_sets.max(1);
+        self
+    }
+
+    /// Remember the state of up to `sessions` sessions after each read and
+    /// commit, so that a writing request ([`ReadAhead::Remembered`]) needs
+    /// no read: one round trip, its commit, which validates every version
+    /// it read (a state another server changed meanwhile is a conflict, and
+    /// the request runs again on a fresh read). 0 turns it off. When full,
+    /// the memory starts afresh.
+    pub fn with_remembered_sessions(mut self, sessions: usize) -> Self {
+        self.remembered = sessions;
         self
     }
 }
@@ -189,6 +205,73 @@ pub struct PostgresContainer {
 struct Shared {
     sort_key: String,
     pg: Arc<Pg>,
+    /// The state of sessions as this process last read or committed them.
+    remembered: Mutex<HashMap<ClientKey, Arc<SessionImage>>>,
+    capacity: usize,
+}
+
+impl Shared {
+    fn remembered(&self, client: &ClientKey) -> Option<Arc<SessionImage>> {
+        self.remembered.lock().get(client).cloned()
+    }
+
+    /// Remember `image` (an absent session is forgotten instead).
+    fn remember(&self, client: ClientKey, image: &Arc<SessionImage>) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut remembered = self.remembered.lock();
+        if image.record.is_none() {
+            remembered.remove(&client);
+            return;
+        }
+        if remembered.len() >= self.capacity && !remembered.contains_key(&client) {
+            remembered.clear();
+        }
+        remembered.insert(client, Arc::clone(image));
+    }
+
+    fn forget(&self, clients: impl IntoIterator<Item = ClientKey>) {
+        let mut remembered = self.remembered.lock();
+        for client in clients {
+            remembered.remove(&client);
+        }
+    }
+
+    /// After a commit's answer: remember what the sessions became (the
+    /// images read, with the change set applied by the core's `apply`), or
+    /// forget them if the commit failed (a conflict means some are stale).
+    fn after_commit(&self, images: &[(ClientKey, Arc<SessionImage>)], answer: &Answer) {
+        let (result, changes) = answer;
+        let applied = match result {
+            Ok(Some(tid)) => AppliedImages::after(images, changes, *tid).ok(),
+            // Validated, nothing written: what was read is current.
+            Ok(None) => Some(AppliedImages {
+                images: images
+                    .iter()
+                    .map(|(client, image)| (*client, SessionImage::clone(image)))
+                    .collect(),
+            }),
+            Err(_) => None,
+        };
+        match applied {
+            Some(applied) => {
+                for (client, image) in applied.images {
+                    self.remember(client, &Arc::new(image));
+                }
+            }
+            None => {
+                let touched = changes
+                    .reads
+                    .iter()
+                    .map(|(key, _)| *key.client())
+                    .chain(changes.sessions.iter().map(|change| change.client))
+                    .chain(changes.items.iter().map(|(key, _)| key.client))
+                    .chain(images.iter().map(|(client, _)| *client));
+                self.forget(touched);
+            }
+        }
+    }
 }
 
 impl fmt::Debug for PostgresContainer {
@@ -233,6 +316,8 @@ impl PostgresContainer {
             shared: Arc::new(Shared {
                 sort_key: format!("keel-store/~postgres/{id}"),
                 pg,
+                remembered: Mutex::new(HashMap::new()),
+                capacity: options.remembered,
             }),
             expiry: options.expiry,
             clock: options.clock,
@@ -274,12 +359,14 @@ impl PostgresContainer {
 }
 
 /// Loads sessions a transaction did not read ahead, blocking the caller.
-struct SharedLoader(Arc<Pg>);
+struct SharedLoader(Arc<Shared>);
 
 impl Loader for SharedLoader {
     fn load_now(&self, client: &ClientKey) -> Result<SessionImage, StoreError> {
-        let pg = Arc::clone(&self.0);
-        self.0.wait_for(pg.load(*client))?
+        let pg = Arc::clone(&self.0.pg);
+        let image = self.0.pg.wait_for(pg.load(*client))??;
+        self.0.remember(*client, &Arc::new(image.clone()));
+        Ok(image)
     }
 }
 
@@ -287,9 +374,11 @@ impl Loader for SharedLoader {
 struct PgDm {
     shared: Arc<Shared>,
     /// The sessions read so far, sorted by key.
-    images: Vec<(ClientKey, SessionImage)>,
+    images: Images,
     /// Sessions read ahead, not yet moved into `images`.
-    inbox: Arc<Mutex<Vec<(ClientKey, SessionImage)>>>,
+    inbox: Arc<Mutex<Images>>,
+    /// A remembered state served a read: validate every read at commit.
+    remembered_read: bool,
     buffer: Buffer,
     prepared: Option<ChangeSet<Vec<u8>>>,
 }
@@ -300,6 +389,7 @@ impl PgDm {
             shared,
             images: Vec::new(),
             inbox: Arc::new(Mutex::new(Vec::new())),
+            remembered_read: false,
             buffer: Buffer::default(),
             prepared: None,
         }
@@ -324,9 +414,10 @@ impl PgDm {
 
     /// A read-only transaction that read one session read one snapshot:
     /// nothing to validate. One that read several read them at different
-    /// moments, so its reads are validated like a writer's.
+    /// moments, and one served by a remembered state may have read an old
+    /// one, so their reads are validated like a writer's.
     fn validation(&self) -> Validation {
-        if self.images.len() > 1 {
+        if self.images.len() > 1 || self.remembered_read {
             Validation::Always
         } else {
             Validation::IfWrites
@@ -338,6 +429,7 @@ impl PgDm {
         self.buffer = Buffer::default();
         self.images.clear();
         self.inbox.lock().clear();
+        self.remembered_read = false;
     }
 }
 
@@ -363,9 +455,12 @@ impl DataManager for PgDm {
         let Some(changes) = self.prepared.take() else {
             return Ok(());
         };
+        let images = std::mem::take(&mut self.images);
         let (reply, wait) = Reply::blocking();
         self.shared.pg.submit(changes, reply);
-        wait()?;
+        let answer = wait()?;
+        self.shared.after_commit(&images, &answer);
+        answer.0?;
         Ok(())
     }
 
@@ -375,10 +470,14 @@ impl DataManager for PgDm {
     /// the caller, as when a process dies after sending it.
     fn tpc_vote_async(&mut self) -> Option<PendingVote> {
         let changes = self.prepared.take()?;
+        let images = std::mem::take(&mut self.images);
+        let shared = Arc::clone(&self.shared);
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.shared.pg.submit(changes, Reply::Async(reply));
         Some(Box::pin(async move {
-            answer.await.map_err(|_| StoreError::Closed)??;
+            let answer = answer.await.map_err(|_| StoreError::Closed)?;
+            shared.after_commit(&images, &answer);
+            answer.0?;
             Ok(())
         }))
     }
@@ -445,7 +544,7 @@ impl BufferedContainer for PostgresContainer {
         let at = self.at();
         let dm = self.join(tx)?;
         dm.take_inbox();
-        let loader = SharedLoader(Arc::clone(&dm.shared.pg));
+        let loader = SharedLoader(Arc::clone(&dm.shared));
         let mut view = ImageView {
             images: &mut dm.images,
             loader: &loader,
@@ -457,17 +556,38 @@ impl BufferedContainer for PostgresContainer {
         &self,
         tx: &mut Transaction,
         client: &ClientKey,
+        read_ahead: ReadAhead,
     ) -> Result<Option<Preload>, StoreError> {
+        let now = self.clock.now();
         let dm = self.join(tx)?;
         dm.take_inbox();
         if dm.holds(client) {
             return Ok(None);
         }
+        if read_ahead == ReadAhead::Remembered
+            && let Some(image) = dm.shared.remembered(client)
+            // NOTE: only a live state serves. Other servers' touches do not
+            // change a session's version, so "expired" from an old state
+            // could wrongly wipe a session that is live; "live" cannot be
+            // wrong that way (last access only grows).
+            && image
+                .record
+                .as_ref()
+                .is_some_and(|r| !self.expiry.is_expired(r.created, r.last_access, now))
+        {
+            dm.remembered_read = true;
+            if let Err(at) = dm.images.binary_search_by(|(key, _)| key.cmp(client)) {
+                dm.images.insert(at, (*client, image));
+            }
+            return Ok(None);
+        }
         let inbox = Arc::clone(&dm.inbox);
+        let shared = Arc::clone(&dm.shared);
         let client = *client;
         let read = self.shared.pg.spawn(self.pg().load(client));
         Ok(Some(Box::pin(async move {
-            let image = read.await?;
+            let image = Arc::new(read.await?);
+            shared.remember(client, &image);
             inbox.lock().push((client, image));
             Ok(())
         })))
@@ -477,7 +597,8 @@ impl BufferedContainer for PostgresContainer {
         let dm = self.join(tx)?;
         dm.take_inbox();
         if let Err(at) = dm.images.binary_search_by(|(key, _)| key.cmp(client)) {
-            dm.images.insert(at, (*client, SessionImage::default()));
+            dm.images
+                .insert(at, (*client, Arc::new(SessionImage::default())));
         }
         Ok(())
     }
