@@ -73,7 +73,8 @@
 # the script adds it), PG_OS_USER (postgres: owner of PostgreSQL's
 # processes), PG_SETTINGS (name=value ..., set on each round's database with
 # ALTER DATABASE, for experiments: e.g. plan_cache_mode=force_generic_plan;
-# default none), DATA_DIR (bench/data, on disk: not tmpfs), KEEL_TARGET_DIR
+# default none), KEEL_BIN (a prebuilt keel to measure instead of building
+# one), DATA_DIR (bench/data, on disk: not tmpfs), KEEL_TARGET_DIR
 # (where keel-cli is built: the workspace's target/), BENCH_TARGET_DIR
 # (where this package is built: CARGO_TARGET_DIR if set, else bench/target/;
 # CARGO_TARGET_DIR applies to this package only).
@@ -131,10 +132,15 @@ fi
 WS_TARGET=${KEEL_TARGET_DIR:-$ROOT/target}
 BENCH_TARGET=${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-$BENCH/target}}
 echo "== building (release, -j$JOBS; keel in $WS_TARGET, bench in $BENCH_TARGET)"
-CARGO_TARGET_DIR=$WS_TARGET cargo build --release -j"$JOBS" --manifest-path "$ROOT/Cargo.toml" -p keel-cli
+# KEEL_BIN: a keel binary built elsewhere (an older commit, for a before and
+# after comparison with the same load generator); then keel is not built.
+if [[ -z ${KEEL_BIN:-} ]]; then
+  CARGO_TARGET_DIR=$WS_TARGET cargo build --release -j"$JOBS" --manifest-path "$ROOT/Cargo.toml" -p keel-cli
+  KEEL_BIN=$WS_TARGET/release/keel
+fi
 CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release -j"$JOBS" --manifest-path "$BENCH/Cargo.toml"
 mkdir -p "$OUT/bin"
-cp "$WS_TARGET/release/keel" "$BENCH_TARGET/release/anchor" "$BENCH_TARGET/release/loadgen" "$OUT/bin/"
+cp "$KEEL_BIN" "$BENCH_TARGET/release/anchor" "$BENCH_TARGET/release/loadgen" "$OUT/bin/"
 KEEL="$OUT/bin/keel"
 ANCHOR="$OUT/bin/anchor"
 LOADGEN="$OUT/bin/loadgen"
