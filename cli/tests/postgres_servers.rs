@@ -271,3 +271,61 @@ fn an_unreachable_postgresql_at_start_is_a_clear_error_within_30_s() {
         "names host and database: {stderr}"
     );
 }
+
+#[test]
+fn keel_sessions_manages_a_postgresql_database_while_servers_run() {
+    if skip() {
+        return;
+    }
+    let (db, _dir, a, b) = two_servers();
+    let url = db.url(None);
+    let admin = |args: &[&str]| {
+        let mut all = vec!["sessions"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--db", &url]);
+        common::keel(&all)
+    };
+    let cookies = common::demo_sessions(&a, 3, "ada");
+    // The three counters, the logged-in session (its pre-login id is gone).
+    let listing = admin(&["list", "--json"]).json();
+    let keys = common::keys(&listing);
+    assert_eq!(keys.len(), 4, "{listing:#}");
+    let stats = admin(&["stats", "--json"]).json();
+    assert_eq!(
+        (stats["sessions"].as_u64(), stats["live"].as_u64()),
+        (Some(4), Some(4))
+    );
+    let mut counts: Vec<u64> = keys
+        .iter()
+        .filter_map(|key| {
+            admin(&["show", key, "--json"]).json()["data"]["keel.demo"]["count"].as_u64()
+        })
+        .collect();
+    counts.sort_unstable();
+    assert_eq!(counts, [1, 1, 2, 3]);
+
+    // Revoked offline while both servers run: gone on both.
+    let revoked = admin(&["revoke-principal", "ada", "--json"]).json();
+    assert_eq!(revoked["removed"], 1);
+    let logged_in = cookies.last().unwrap();
+    assert_eq!(count(&a, logged_in), 0);
+    assert_eq!(count(&b, logged_in), 0);
+    let first = &cookies[0];
+    assert_eq!(count(&b, first), 1);
+    assert_eq!(
+        admin(&["list", "--json"]).json().as_array().unwrap().len(),
+        3
+    );
+
+    // The URL's password never shows in what the command prints.
+    let wrong = common::keel(&[
+        "sessions",
+        "list",
+        "--db",
+        "postgres://postgres:s3cret-pw@127.0.0.1:1/nowhere",
+    ]);
+    let printed = wrong.all();
+    assert!(!wrong.success);
+    assert!(printed.contains("127.0.0.1:1"), "{printed}");
+    assert!(!printed.contains("s3cret-pw"), "{printed}");
+}
