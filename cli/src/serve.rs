@@ -60,6 +60,12 @@ struct AppState {
 
 /// Run the demo server until SIGTERM or Ctrl-C.
 pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
+    for secret in [&args.secret_file, &args.admin_token_file]
+        .into_iter()
+        .flatten()
+    {
+        warn_if_readable_by_others(secret);
+    }
     let token = admin_token(&args)?;
     let container = open_container(&args)?;
     if !args.memory {
@@ -84,6 +90,28 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         .enable_all()
         .build()?;
     runtime.block_on(serve(args, manager, container, token, metrics))
+}
+
+/// Warn, in one line naming the file and the fix, when a secret file can be
+/// read by its group or by other users. Not refused: container platforms
+/// mount secrets 0644 by default.
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(metadata) = std::fs::metadata(path)
+            && metadata.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(
+                "{} can be read by other users (mode {:o}); run `chmod 600 {}`",
+                path.display(),
+                metadata.permissions().mode() & 0o777,
+                path.display()
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = path;
 }
 
 /// The admin token, if `--admin-token-file` was given.

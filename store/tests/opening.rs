@@ -285,3 +285,14 @@ impl redb::StorageBackend for BackendOf {
         self.0.write(offset, data)
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn a_new_database_file_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("new.redb");
+    drop(keel_store::RedbContainer::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+}

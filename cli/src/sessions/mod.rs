@@ -299,7 +299,13 @@ fn execute(
         SessionsCommand::Export { output: path } => match path {
             None => export(admin, out),
             Some(path) => {
-                let file = std::fs::File::create(&path).map_err(|source| CliError::WriteFile {
+                // Every session's data: readable by its owner only (a file
+                // that exists keeps its mode).
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let file = options.open(&path).map_err(|source| CliError::WriteFile {
                     path: path.clone(),
                     source,
                 })?;

@@ -66,7 +66,10 @@ fn open_unguarded(
     }
     builder.set_check_integrity_on_open(options.check_integrity);
     let opened = match target {
-        Target::File(file) => guard_panic(path, || builder.create(file))?,
+        Target::File(file) => {
+            create_private(file).map_err(storage(OPEN))?;
+            guard_panic(path, || builder.create(file))?
+        }
         Target::Backend(factory) => {
             let backend = BoxedBackend(factory().map_err(storage(OPEN))?);
             guard_panic(path, || builder.create_with_backend(backend))?
@@ -75,6 +78,21 @@ fn open_unguarded(
     let db = opened.map_err(|err| open_error(path, err))?;
     initialize(&db, path)?;
     Ok(db)
+}
+
+/// Create `file`, empty, readable and writable by its owner only (mode 0600:
+/// it will hold the signing key ring and every session's data), unless it
+/// exists; an existing file's mode is left as it is.
+fn create_private(file: &Path) -> io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(file) {
+        Ok(_) => Ok(()),
+        Err(err) if err.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// Run `work` on redb, turning a panic on a damaged file into
