@@ -12,4 +12,6 @@ pub(crate) mod apply;
 pub(crate) mod buffer;
 pub(crate) mod container;
 pub(crate) mod records;
+#[cfg(feature = "postgres")]
+pub(crate) mod remote;
 pub(crate) mod view;

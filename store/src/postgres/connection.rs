@@ -22,14 +22,12 @@ use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use crate::{
     ClientKey, StoreError, SweepReport, Value,
+    engine::remote::{Answer, Read, RemoteStore, Reply, image::SessionImage},
     engine::{
         apply::{ChangeSet, RecordChange},
         records::{self, ItemKey, RecordKey, SessionRecord},
     },
-    postgres::{
-        image::SessionImage,
-        schema::{self, FORMAT_VERSION, Statements},
-    },
+    postgres::schema::{self, FORMAT_VERSION, Statements},
 };
 
 /// How long a read or an admin statement may take before the database
@@ -503,6 +501,24 @@ impl Pg {
     }
 }
 
+impl RemoteStore for Pg {
+    fn read(self: &Arc<Self>, client: ClientKey) -> Read {
+        Box::pin(self.spawn(Arc::clone(self).load(client)))
+    }
+
+    fn read_blocking(self: &Arc<Self>, client: ClientKey) -> Result<SessionImage, StoreError> {
+        self.wait_for(Arc::clone(self).load(client))?
+    }
+
+    fn submit(&self, changes: ChangeSet<Vec<u8>>, reply: Reply) {
+        Pg::submit(self, changes, reply);
+    }
+
+    fn wait(&self, answer: std_mpsc::Receiver<Answer>) -> Result<Answer, StoreError> {
+        blocking_recv(answer)
+    }
+}
+
 /// Wait for a blocking answer (see [`Pg::wait_for`]).
 fn blocking_recv<T>(answer: std_mpsc::Receiver<T>) -> Result<T, StoreError> {
     let receive = || answer.recv().map_err(|_| StoreError::Closed);
@@ -620,36 +636,6 @@ async fn setup(pool: Pool, target: String, schema: String) -> Result<(), StoreEr
     .await
     .map_err(failed)?;
     txn.commit().await.map_err(failed)
-}
-
-/// A commit's answer: the tid its writes were applied as (`None` if it
-/// only validated), and the change set itself, handed back so the container
-/// can remember what the sessions became.
-pub(crate) type Answer = (Result<Option<u64>, StoreError>, ChangeSet<Vec<u8>>);
-
-/// Where a commit's answer goes.
-#[derive(Debug)]
-pub(crate) enum Reply {
-    /// A thread blocked in the synchronous vote.
-    Blocking(std_mpsc::SyncSender<Answer>),
-    /// A future returned by the asynchronous vote.
-    Async(oneshot::Sender<Answer>),
-}
-
-impl Reply {
-    fn send(self, answer: Answer) {
-        // A waiter that went away needs no answer.
-        match self {
-            Reply::Blocking(sender) => drop(sender.send(answer)),
-            Reply::Async(sender) => drop(sender.send(answer)),
-        }
-    }
-
-    /// A blocking reply and the wait for it.
-    pub(crate) fn blocking() -> (Reply, impl FnOnce() -> Result<Answer, StoreError>) {
-        let (sender, answer) = std_mpsc::sync_channel(1);
-        (Reply::Blocking(sender), move || blocking_recv(answer))
-    }
 }
 
 #[derive(Debug)]

@@ -4,11 +4,9 @@
 //! applies the change set atomically (`schema.rs`).
 
 mod connection;
-mod image;
 mod schema;
 
 use std::{
-    collections::HashMap,
     fmt,
     future::Future,
     sync::{
@@ -18,22 +16,18 @@ use std::{
     time::Duration,
 };
 
-use keel_txn::{BoxError, DataManager, PendingVote, SavepointState, Transaction};
-use parking_lot::Mutex;
+use keel_txn::Transaction;
 
-use self::{
-    connection::{Answer, Pg, Reply, Settings},
-    image::{AppliedImages, ImageView, Images, Loader, SessionImage},
-};
+use self::connection::{Pg, Settings};
 use crate::{
     ClientKey, Clock, ContainerStats, ExpiryPolicy, Preload, ReadAhead, SessionAdmin,
     SessionDetail, SessionSummary, StoreError, SweepReport, SystemClock,
     engine::{
         admin::{StatsBuilder, summary},
-        apply::ChangeSet,
-        buffer::{At, Buffer, Validation, to_tree},
+        buffer::{At, Buffer},
         container::BufferedContainer,
-        records::{self, ItemKey, SessionRecord},
+        records::{self, SessionRecord},
+        remote::{RemoteCore, image::ImageView},
     },
 };
 
@@ -195,92 +189,16 @@ impl PostgresOptions {
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct PostgresContainer {
-    shared: Arc<Shared>,
-    expiry: ExpiryPolicy,
-    clock: Arc<dyn Clock>,
-}
-
-/// What the container shares with its data managers.
-#[derive(Debug)]
-struct Shared {
-    sort_key: String,
-    pg: Arc<Pg>,
-    /// The state of sessions as this process last read or committed them.
-    remembered: Mutex<HashMap<ClientKey, Arc<SessionImage>>>,
-    capacity: usize,
-}
-
-impl Shared {
-    fn remembered(&self, client: &ClientKey) -> Option<Arc<SessionImage>> {
-        self.remembered.lock().get(client).cloned()
-    }
-
-    /// Remember `image` (an absent session is forgotten instead).
-    fn remember(&self, client: ClientKey, image: &Arc<SessionImage>) {
-        if self.capacity == 0 {
-            return;
-        }
-        let mut remembered = self.remembered.lock();
-        if image.record.is_none() {
-            remembered.remove(&client);
-            return;
-        }
-        if remembered.len() >= self.capacity && !remembered.contains_key(&client) {
-            remembered.clear();
-        }
-        remembered.insert(client, Arc::clone(image));
-    }
-
-    fn forget(&self, clients: impl IntoIterator<Item = ClientKey>) {
-        let mut remembered = self.remembered.lock();
-        for client in clients {
-            remembered.remove(&client);
-        }
-    }
-
-    /// After a commit's answer: remember what the sessions became (the
-    /// images read, with the change set applied by the core's `apply`), or
-    /// forget them if the commit failed (a conflict means some are stale).
-    fn after_commit(&self, images: &[(ClientKey, Arc<SessionImage>)], answer: &Answer) {
-        let (result, changes) = answer;
-        let applied = match result {
-            Ok(Some(tid)) => AppliedImages::after(images, changes, *tid).ok(),
-            // Validated, nothing written: what was read is current.
-            Ok(None) => Some(AppliedImages {
-                images: images
-                    .iter()
-                    .map(|(client, image)| (*client, SessionImage::clone(image)))
-                    .collect(),
-            }),
-            Err(_) => None,
-        };
-        match applied {
-            Some(applied) => {
-                for (client, image) in applied.images {
-                    self.remember(client, &Arc::new(image));
-                }
-            }
-            None => {
-                let touched = changes
-                    .reads
-                    .iter()
-                    .map(|(key, _)| *key.client())
-                    .chain(changes.sessions.iter().map(|change| change.client))
-                    .chain(changes.items.iter().map(|(key, _)| key.client))
-                    .chain(images.iter().map(|(client, _)| *client));
-                self.forget(touched);
-            }
-        }
-    }
+    core: RemoteCore<Pg>,
 }
 
 impl fmt::Debug for PostgresContainer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PostgresContainer")
-            .field("database", &self.shared.pg.target)
-            .field("schema", &self.shared.pg.schema)
-            .field("sort_key", &self.shared.sort_key)
-            .field("expiry", &self.expiry)
+            .field("database", &self.pg().target)
+            .field("schema", &self.pg().schema)
+            .field("sort_key", &self.core.sort_key())
+            .field("expiry", self.core.expiry())
             .finish_non_exhaustive()
     }
 }
@@ -313,25 +231,24 @@ impl PostgresContainer {
         let pg = Pg::connect(url, &options.settings)?;
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         Ok(PostgresContainer {
-            shared: Arc::new(Shared {
-                sort_key: format!("keel-store/~postgres/{id}"),
+            core: RemoteCore::new(
+                format!("keel-store/~postgres/{id}"),
                 pg,
-                remembered: Mutex::new(HashMap::new()),
-                capacity: options.remembered,
-            }),
-            expiry: options.expiry,
-            clock: options.clock,
+                options.remembered,
+                options.expiry,
+                options.clock,
+            ),
         })
     }
 
     /// The database, as named in errors (its URL without a password).
     pub fn database(&self) -> &str {
-        &self.shared.pg.target
+        &self.core.store().target
     }
 
     /// Round trips made so far (reads and group commits).
     pub fn round_trips(&self) -> RoundTrips {
-        let counters = &self.shared.pg.counters;
+        let counters = &self.pg().counters;
         RoundTrips {
             reads: counters.reads.load(Ordering::Relaxed),
             commits: counters.commits.load(Ordering::Relaxed),
@@ -340,7 +257,7 @@ impl PostgresContainer {
     }
 
     fn pg(&self) -> Arc<Pg> {
-        Arc::clone(&self.shared.pg)
+        Arc::clone(self.core.store())
     }
 
     /// Run an admin operation and wait for it.
@@ -348,178 +265,7 @@ impl PostgresContainer {
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.shared.pg.wait_for(work)?
-    }
-
-    fn join<'t>(&self, tx: &'t mut Transaction) -> Result<&'t mut PgDm, StoreError> {
-        Ok(tx.join_with(&self.shared.sort_key, || {
-            PgDm::new(Arc::clone(&self.shared))
-        })?)
-    }
-}
-
-/// Loads sessions a transaction did not read ahead, blocking the caller.
-struct SharedLoader(Arc<Shared>);
-
-impl Loader for SharedLoader {
-    fn load_now(&self, client: &ClientKey) -> Result<SessionImage, StoreError> {
-        let pg = Arc::clone(&self.0.pg);
-        let image = self.0.pg.wait_for(pg.load(*client))??;
-        self.0.remember(*client, &Arc::new(image.clone()));
-        Ok(image)
-    }
-}
-
-/// A transaction's data manager for one PostgreSQL container.
-struct PgDm {
-    shared: Arc<Shared>,
-    /// The sessions read so far, sorted by key.
-    images: Images,
-    /// Sessions read ahead, not yet moved into `images`.
-    inbox: Arc<Mutex<Images>>,
-    /// A remembered state served a read: validate every read at commit.
-    remembered_read: bool,
-    buffer: Buffer,
-    prepared: Option<ChangeSet<Vec<u8>>>,
-}
-
-impl PgDm {
-    fn new(shared: Arc<Shared>) -> Self {
-        PgDm {
-            shared,
-            images: Vec::new(),
-            inbox: Arc::new(Mutex::new(Vec::new())),
-            remembered_read: false,
-            buffer: Buffer::default(),
-            prepared: None,
-        }
-    }
-
-    fn holds(&self, client: &ClientKey) -> bool {
-        self.images
-            .binary_search_by(|(key, _)| key.cmp(client))
-            .is_ok()
-    }
-
-    /// Move sessions read ahead into `images` (an image already there was
-    /// read earlier and stays: the transaction's reads stay consistent).
-    fn take_inbox(&mut self) {
-        let arrived = std::mem::take(&mut *self.inbox.lock());
-        for (client, image) in arrived {
-            if let Err(at) = self.images.binary_search_by(|(key, _)| key.cmp(&client)) {
-                self.images.insert(at, (client, image));
-            }
-        }
-    }
-
-    /// A read-only transaction that read one session read one snapshot:
-    /// nothing to validate. One that read several read them at different
-    /// moments, and one served by a remembered state may have read an old
-    /// one, so their reads are validated like a writer's.
-    fn validation(&self) -> Validation {
-        if self.images.len() > 1 || self.remembered_read {
-            Validation::Always
-        } else {
-            Validation::IfWrites
-        }
-    }
-
-    fn reset(&mut self) {
-        self.prepared = None;
-        self.buffer = Buffer::default();
-        self.images.clear();
-        self.inbox.lock().clear();
-        self.remembered_read = false;
-    }
-}
-
-impl DataManager for PgDm {
-    fn sort_key(&self) -> &str {
-        &self.shared.sort_key
-    }
-
-    fn commit(&mut self) -> Result<(), BoxError> {
-        if self.has_nothing_to_commit() {
-            return Ok(());
-        }
-        let validation = self.validation();
-        let changes = std::mem::take(&mut self.buffer)
-            .change_set(validation, |key: &ItemKey, value| {
-                Ok(records::encode_value(&to_tree(key, value)?))
-            })?;
-        self.prepared = Some(changes).filter(|changes| !changes.is_empty());
-        Ok(())
-    }
-
-    fn tpc_vote(&mut self) -> Result<(), BoxError> {
-        let Some(changes) = self.prepared.take() else {
-            return Ok(());
-        };
-        let images = std::mem::take(&mut self.images);
-        let (reply, wait) = Reply::blocking();
-        self.shared.pg.submit(changes, reply);
-        let answer = wait()?;
-        self.shared.after_commit(&images, &answer);
-        answer.0?;
-        Ok(())
-    }
-
-    /// Queue the change set for the group committer and return the wait
-    /// for PostgreSQL's COMMIT as a future. If the future is dropped, the
-    /// change set is still committed (or refused): the outcome is unknown to
-    /// the caller, as when a process dies after sending it.
-    fn tpc_vote_async(&mut self) -> Option<PendingVote> {
-        let changes = self.prepared.take()?;
-        let images = std::mem::take(&mut self.images);
-        let shared = Arc::clone(&self.shared);
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        self.shared.pg.submit(changes, Reply::Async(reply));
-        Some(Box::pin(async move {
-            let answer = answer.await.map_err(|_| StoreError::Closed)?;
-            shared.after_commit(&images, &answer);
-            answer.0?;
-            Ok(())
-        }))
-    }
-
-    fn tpc_finish(&mut self) {
-        self.reset();
-    }
-
-    fn tpc_abort(&mut self) {
-        self.reset();
-    }
-
-    fn abort(&mut self) {
-        self.reset();
-    }
-
-    /// A transaction that read one session and wrote nothing read one
-    /// snapshot: no round trip at commit.
-    fn has_nothing_to_commit(&self) -> bool {
-        !self.buffer.may_write() && self.validation() == Validation::IfWrites
-    }
-
-    fn commit_may_block(&self) -> bool {
-        !self.has_nothing_to_commit()
-    }
-
-    /// The only wait, PostgreSQL's answer, is the future
-    /// [`tpc_vote_async`](DataManager::tpc_vote_async) returns.
-    fn commit_async_may_block(&self) -> bool {
-        false
-    }
-
-    fn savepoint(&mut self) -> Option<SavepointState> {
-        Some(self.buffer.savepoint())
-    }
-
-    fn rollback(&mut self, state: &SavepointState) -> Result<(), BoxError> {
-        self.buffer.rollback(state)
-    }
-
-    fn should_retry(&self, error: &(dyn std::error::Error + 'static)) -> bool {
-        StoreError::is_retryable_source(error)
+        self.core.store().wait_for(work)?
     }
 }
 
@@ -527,29 +273,19 @@ impl BufferedContainer for PostgresContainer {
     type View<'a> = ImageView<'a>;
 
     fn policy(&self) -> &ExpiryPolicy {
-        &self.expiry
+        self.core.expiry()
     }
 
     fn clock(&self) -> &dyn Clock {
-        self.clock.as_ref()
+        self.core.clock()
     }
 
-    /// Run `op` on this transaction's buffer and the sessions it read; a
-    /// session it did not read yet is read now, blocking the caller.
     fn with_buffer<T>(
         &self,
         tx: &mut Transaction,
         op: impl for<'v> FnOnce(&mut Buffer, &mut Self::View<'v>, At) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        let at = self.at();
-        let dm = self.join(tx)?;
-        dm.take_inbox();
-        let loader = SharedLoader(Arc::clone(&dm.shared));
-        let mut view = ImageView {
-            images: &mut dm.images,
-            loader: &loader,
-        };
-        op(&mut dm.buffer, &mut view, at)
+        self.core.with_buffer(tx, self.at(), op)
     }
 
     fn preload(
@@ -558,49 +294,11 @@ impl BufferedContainer for PostgresContainer {
         client: &ClientKey,
         read_ahead: ReadAhead,
     ) -> Result<Option<Preload>, StoreError> {
-        let now = self.clock.now();
-        let dm = self.join(tx)?;
-        dm.take_inbox();
-        if dm.holds(client) {
-            return Ok(None);
-        }
-        if read_ahead == ReadAhead::Remembered
-            && let Some(image) = dm.shared.remembered(client)
-            // NOTE: only a live state serves. Other servers' touches do not
-            // change a session's version, so "expired" from an old state
-            // could wrongly wipe a session that is live; "live" cannot be
-            // wrong that way (last access only grows).
-            && image
-                .record
-                .as_ref()
-                .is_some_and(|r| !self.expiry.is_expired(r.created, r.last_access, now))
-        {
-            dm.remembered_read = true;
-            if let Err(at) = dm.images.binary_search_by(|(key, _)| key.cmp(client)) {
-                dm.images.insert(at, (*client, image));
-            }
-            return Ok(None);
-        }
-        let inbox = Arc::clone(&dm.inbox);
-        let shared = Arc::clone(&dm.shared);
-        let client = *client;
-        let read = self.shared.pg.spawn(self.pg().load(client));
-        Ok(Some(Box::pin(async move {
-            let image = Arc::new(read.await?);
-            shared.remember(client, &image);
-            inbox.lock().push((client, image));
-            Ok(())
-        })))
+        self.core.preload(tx, client, read_ahead)
     }
 
     fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
-        let dm = self.join(tx)?;
-        dm.take_inbox();
-        if let Err(at) = dm.images.binary_search_by(|(key, _)| key.cmp(client)) {
-            dm.images
-                .insert(at, (*client, Arc::new(SessionImage::default())));
-        }
-        Ok(())
+        self.core.declare_fresh(tx, client)
     }
 }
 
@@ -610,16 +308,16 @@ impl SessionAdmin for PostgresContainer {
         after: Option<&ClientKey>,
         limit: usize,
     ) -> Result<Vec<SessionSummary>, StoreError> {
-        let now = self.clock.now();
+        let now = self.core.clock().now();
         let rows = self.wait(self.pg().list(after.copied(), limit))?;
         Ok(rows
             .iter()
-            .map(|(client, record, bytes)| summary(client, record, *bytes, &self.expiry, now))
+            .map(|(client, record, bytes)| summary(client, record, *bytes, self.core.expiry(), now))
             .collect())
     }
 
     fn session_detail(&self, key: &ClientKey) -> Result<Option<SessionDetail>, StoreError> {
-        let now = self.clock.now();
+        let now = self.core.clock().now();
         let pg = self.pg();
         let client = *key;
         let (record, values) = self.wait(async move {
@@ -642,7 +340,7 @@ impl SessionAdmin for PostgresContainer {
                 .insert(item.name, value);
         }
         Ok(Some(SessionDetail {
-            summary: summary(key, &record, bytes, &self.expiry, now),
+            summary: summary(key, &record, bytes, self.core.expiry(), now),
             data,
         }))
     }
@@ -657,7 +355,7 @@ impl SessionAdmin for PostgresContainer {
     }
 
     fn stats(&self) -> Result<ContainerStats, StoreError> {
-        let mut stats = StatsBuilder::new(self.expiry, self.clock.now());
+        let mut stats = StatsBuilder::new(*self.core.expiry(), self.core.clock().now());
         let (times, bytes) = self.wait(self.pg().stats())?;
         for (created, last_access) in times {
             stats.add_session(&SessionRecord {
@@ -672,8 +370,11 @@ impl SessionAdmin for PostgresContainer {
     }
 
     fn sweep(&self, batch: usize) -> Result<SweepReport, StoreError> {
-        let now = self.clock.now();
-        let (idle, age) = (self.expiry.idle_cutoff(now), self.expiry.age_cutoff(now));
+        let now = self.core.clock().now();
+        let (idle, age) = (
+            self.core.expiry().idle_cutoff(now),
+            self.core.expiry().age_cutoff(now),
+        );
         self.wait(self.pg().sweep(idle, age, batch))
     }
 
