@@ -14,15 +14,16 @@ use std::{
 };
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod};
-use tokio::{
-    runtime::{Handle, Runtime, RuntimeFlavor},
-    sync::{Semaphore, mpsc, oneshot},
-};
+use tokio::sync::{Semaphore, mpsc};
 use tokio_postgres::{NoTls, Row, types::ToSql};
 
 use crate::{
     ClientKey, StoreError, SweepReport, Value,
-    engine::remote::{Answer, Read, RemoteStore, Reply, image::SessionImage},
+    engine::remote::{
+        Answer, Read, RemoteStore, Reply,
+        image::SessionImage,
+        runtime::{OwnRuntime, blocking_recv},
+    },
     engine::{
         apply::{ChangeSet, RecordChange},
         records::{self, ItemKey, RecordKey, SessionRecord},
@@ -52,19 +53,6 @@ pub(crate) struct Counters {
     pub(crate) committed_change_sets: AtomicU64,
 }
 
-/// The runtime, shut down without waiting when the container goes (it may
-/// be dropped inside another runtime, where a blocking shutdown panics).
-#[derive(Debug)]
-struct OwnRuntime(Option<Runtime>);
-
-impl Drop for OwnRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// One PostgreSQL database as the container uses it.
 #[derive(Debug)]
 pub(crate) struct Pg {
@@ -74,11 +62,10 @@ pub(crate) struct Pg {
     pool: Pool,
     statements: Statements,
     pub(crate) counters: Counters,
-    handle: Handle,
     committer: Option<mpsc::UnboundedSender<CommitRequest>>,
     // NOTE: last, so the committer's channel closes before the runtime
     // stops.
-    _runtime: OwnRuntime,
+    runtime: OwnRuntime,
 }
 
 impl Pg {
@@ -120,15 +107,7 @@ impl Pg {
         };
         config.options(&options);
         let target = describe(&config);
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name("keel-postgres")
-            .enable_all()
-            .build()
-            .map_err(|err| StoreError::Storage {
-                operation: "starting the PostgreSQL runtime",
-                source: Box::new(err),
-            })?;
+        let runtime = OwnRuntime::start("keel-postgres")?;
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -153,52 +132,20 @@ impl Pg {
             target,
             pool,
             counters: Counters::default(),
-            handle: runtime.handle().clone(),
             committer: None,
-            _runtime: OwnRuntime(Some(runtime)),
+            runtime,
         };
         pg.wait_for(setup(pg.pool.clone(), pg.target.clone(), pg.schema.clone()))??;
         let (sender, requests) = mpsc::unbounded_channel();
         pg.committer = Some(sender);
         let pg = Arc::new(pg);
-        pg.handle.spawn(run_committer(
+        pg.runtime.detach(run_committer(
             Arc::downgrade(&pg),
             requests,
             settings.max_batch.max(1),
             settings.concurrent_commits.max(1),
         ));
         Ok(pg)
-    }
-
-    /// Run `work` on the container's runtime and wait for it, blocking the
-    /// calling thread. On a worker of a multi-threaded tokio runtime the
-    /// wait is announced (`block_in_place`), so the worker's other tasks
-    /// move on meanwhile.
-    ///
-    /// # Errors
-    /// [`StoreError::Closed`] if the runtime is gone.
-    pub(crate) fn wait_for<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let (sender, answer) = std_mpsc::sync_channel(1);
-        self.handle.spawn(async move {
-            let _ = sender.send(work.await);
-        });
-        blocking_recv(answer)
-    }
-
-    /// Run `work` on the container's runtime; the returned future waits for
-    /// it without holding a thread.
-    pub(crate) fn spawn<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
-    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
-        let (sender, answer) = oneshot::channel();
-        self.handle.spawn(async move {
-            let _ = sender.send(work.await);
-        });
-        async move { answer.await.map_err(|_| StoreError::Closed)? }
     }
 
     fn unavailable(&self, err: impl Into<keel_txn::BoxError>) -> StoreError {
@@ -501,6 +448,27 @@ impl Pg {
     }
 }
 
+impl Pg {
+    /// See [`OwnRuntime::wait_for`].
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the runtime is gone.
+    pub(crate) fn wait_for<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.runtime.wait_for(work)
+    }
+
+    /// See [`OwnRuntime::spawn`].
+    pub(crate) fn spawn<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
+    ) -> impl Future<Output = Result<T, StoreError>> + Send + 'static {
+        self.runtime.spawn(work)
+    }
+}
+
 impl RemoteStore for Pg {
     fn read(self: &Arc<Self>, client: ClientKey) -> Read {
         Box::pin(self.spawn(Arc::clone(self).load(client)))
@@ -516,17 +484,6 @@ impl RemoteStore for Pg {
 
     fn wait(&self, answer: std_mpsc::Receiver<Answer>) -> Result<Answer, StoreError> {
         blocking_recv(answer)
-    }
-}
-
-/// Wait for a blocking answer (see [`Pg::wait_for`]).
-fn blocking_recv<T>(answer: std_mpsc::Receiver<T>) -> Result<T, StoreError> {
-    let receive = || answer.recv().map_err(|_| StoreError::Closed);
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(receive)
-        }
-        _ => receive(),
     }
 }
 

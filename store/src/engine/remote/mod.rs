@@ -8,6 +8,7 @@
 //! [`RemoteStore`]: read a session, queue a change set.
 
 pub(crate) mod image;
+pub(crate) mod runtime;
 
 use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc};
 
