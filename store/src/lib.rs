@@ -49,10 +49,14 @@ mod expiry;
 mod postgres;
 mod ram;
 mod redb;
+#[cfg(feature = "redis")]
+mod redis;
 mod session_value;
 mod value;
 
 pub use self::redb::{RedbContainer, RedbOptions};
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisContainer, RedisOptions};
 pub use container::{
     ClientKey, ContainerStats, Preload, ReadAhead, SessionAdmin, SessionContainer, SessionDetail,
     SessionInfo, SessionSummary, SweepReport,

@@ -886,6 +886,15 @@ macro_rules! conformance {
         mod redb {
             $( #[test] fn $test() { super::$test(super::Kind::Redb) } )*
         }
+        #[cfg(feature = "redis")]
+        mod redis {
+            $( #[test] fn $test() {
+                if super::common::redis_server::skip() {
+                    return;
+                }
+                super::$test(super::Kind::Redis)
+            } )*
+        }
         #[cfg(feature = "postgres")]
         mod postgres {
             $( #[test] fn $test() {

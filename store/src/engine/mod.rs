@@ -12,6 +12,6 @@ pub(crate) mod apply;
 pub(crate) mod buffer;
 pub(crate) mod container;
 pub(crate) mod records;
-#[cfg(feature = "postgres")]
+#[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) mod remote;
 pub(crate) mod view;

@@ -478,7 +478,7 @@ impl RemoteStore for Pg {
         self.wait_for(Arc::clone(self).load(client))?
     }
 
-    fn submit(&self, changes: ChangeSet<Vec<u8>>, reply: Reply) {
+    fn submit(self: &Arc<Self>, changes: ChangeSet<Vec<u8>>, reply: Reply) {
         Pg::submit(self, changes, reply);
     }
 

@@ -36,6 +36,8 @@ pub enum Kind {
     Redb,
     #[cfg(feature = "postgres")]
     Postgres,
+    #[cfg(feature = "redis")]
+    Redis,
 }
 
 /// A container with its clock and a transaction manager; keeps the
@@ -48,6 +50,9 @@ pub struct Env {
     /// The PostgreSQL schema of this test, dropped with the `Env`.
     #[cfg(feature = "postgres")]
     pub schema: Option<postgres::Schema>,
+    /// The Redis key prefix of this test, its keys deleted with the `Env`.
+    #[cfg(feature = "redis")]
+    pub prefix: Option<redis_server::Prefix>,
 }
 
 impl Env {
@@ -56,6 +61,8 @@ impl Env {
         let clock = ManualClock::new(now);
         #[cfg(feature = "postgres")]
         let mut schema = None;
+        #[cfg(feature = "redis")]
+        let mut prefix = None;
         let (container, dir): (Arc<dyn SessionContainer>, _) = match kind {
             Kind::Ram => (
                 Arc::new(
@@ -87,6 +94,18 @@ impl Env {
                 schema = Some(name);
                 (Arc::new(container), None)
             }
+            #[cfg(feature = "redis")]
+            Kind::Redis => {
+                let name = redis_server::Prefix::new();
+                let options = keel_store::RedisOptions::new()
+                    .with_prefix(name.name.clone())
+                    .with_expiry(policy)
+                    .with_clock(Arc::new(clock.clone()));
+                let container = keel_store::RedisContainer::connect(&redis_server::url(), options)
+                    .expect("connect the Redis container");
+                prefix = Some(name);
+                (Arc::new(container), None)
+            }
         };
         Env {
             container,
@@ -95,6 +114,8 @@ impl Env {
             dir,
             #[cfg(feature = "postgres")]
             schema,
+            #[cfg(feature = "redis")]
+            prefix,
         }
     }
 
@@ -108,6 +129,98 @@ impl Env {
                 .with_resolution(600),
             1000,
         )
+    }
+}
+
+#[cfg(feature = "redis")]
+pub mod redis_server {
+    //! The Redis every test run needs: under `CI=true` an unreachable server
+    //! fails the test; elsewhere the test says loudly that it was skipped.
+    //! Each test gets a key prefix of its own, its keys deleted at the end.
+
+    use std::{
+        sync::{
+            OnceLock,
+            atomic::{AtomicU64, Ordering},
+        },
+        time::{SystemTime, UNIX_EPOCH},
+    };
+
+    /// The test server: `KEEL_TEST_REDIS`, or the machine's own.
+    pub fn url() -> String {
+        std::env::var("KEEL_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+    }
+
+    /// Run `work` on a fresh connection.
+    pub fn run<T>(
+        work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        let client = redis::Client::open(url()).map_err(|e| e.to_string())?;
+        let mut connection = client
+            .get_connection_with_timeout(std::time::Duration::from_secs(3))
+            .map_err(|e| e.to_string())?;
+        work(&mut connection).map_err(|e| e.to_string())
+    }
+
+    /// Whether to skip a Redis test: the server does not answer and this is
+    /// not CI (where that fails the test instead).
+    pub fn skip() -> bool {
+        static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+        let reachable =
+            REACHABLE.get_or_init(|| run(|c| redis::cmd("PING").query::<String>(c)).map(|_| ()));
+        match reachable {
+            Ok(()) => false,
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("Redis at {} is unreachable under CI=true: {why}", url())
+            }
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED: Redis at {} is unreachable ({why}); this test ran nothing",
+                    url()
+                );
+                true
+            }
+        }
+    }
+
+    /// A key prefix no other test (or earlier run) uses; its keys are
+    /// deleted when this goes.
+    #[derive(Debug)]
+    pub struct Prefix {
+        pub name: String,
+    }
+
+    impl Prefix {
+        pub fn new() -> Prefix {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let nanos = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            Prefix {
+                name: format!(
+                    "keel_t{}_{}_{}",
+                    std::process::id(),
+                    nanos,
+                    NEXT.fetch_add(1, Ordering::Relaxed)
+                ),
+            }
+        }
+    }
+
+    impl Drop for Prefix {
+        fn drop(&mut self) {
+            let pattern = format!("{}:*", self.name);
+            let dropped = run(|c| {
+                let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(c)?;
+                if !keys.is_empty() {
+                    redis::cmd("DEL").arg(keys).query::<()>(c)?;
+                }
+                Ok(())
+            });
+            if let Err(err) = dropped {
+                eprintln!("could not delete test keys {pattern}: {err}");
+            }
+        }
     }
 }
 

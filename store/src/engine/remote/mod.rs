@@ -69,7 +69,7 @@ pub(crate) trait RemoteStore: Send + Sync + fmt::Debug + 'static {
     /// Queue `changes` for commit: check every version it recorded and
     /// apply it atomically, or change nothing; the answer goes to `reply`
     /// once the backend has it durable as far as the backend promises.
-    fn submit(&self, changes: ChangeSet<Vec<u8>>, reply: Reply);
+    fn submit(self: &Arc<Self>, changes: ChangeSet<Vec<u8>>, reply: Reply);
 
     /// Wait for a blocking reply (see [`RemoteStore::read_blocking`]).
     ///

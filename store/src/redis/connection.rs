@@ -1,0 +1,702 @@
+//! The link to Redis: a multiplexed connection (`redis` crate's
+//! `ConnectionManager`, which reconnects by itself) on the container's own
+//! runtime, the scripts, reads and the admin commands.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+        mpsc as std_mpsc,
+    },
+    time::Duration,
+};
+
+use redis::{
+    AsyncCommands, Script,
+    aio::{ConnectionManager, ConnectionManagerConfig},
+};
+
+use crate::{
+    ClientKey, Clock, ExpiryPolicy, StoreError, SweepReport, Value,
+    engine::{
+        apply::{ChangeSet, RecordChange},
+        records::{self, ItemKey, RecordKey, SessionRecord},
+        remote::{
+            Answer, Read, RemoteStore, Reply,
+            image::SessionImage,
+            runtime::{OwnRuntime, blocking_recv},
+        },
+    },
+    redis::scripts,
+};
+
+/// The format version this build writes and reads.
+pub(crate) const FORMAT_VERSION: i64 = 1;
+
+/// How long a command may wait for Redis before the store counts as
+/// unavailable.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) prefix: String,
+    pub(crate) connect_timeout: Duration,
+}
+
+/// Round trips since the container was opened.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) reads: AtomicU64,
+    pub(crate) commits: AtomicU64,
+}
+
+/// One Redis as the container uses it.
+pub(crate) struct Rd {
+    /// The server, named in errors: its URL without a password.
+    pub(crate) target: String,
+    pub(crate) prefix: String,
+    connection: ConnectionManager,
+    commit: Script,
+    sweep: Script,
+    delete: Script,
+    pub(crate) counters: Counters,
+    expiry: ExpiryPolicy,
+    clock: Arc<dyn Clock>,
+    // NOTE: last, so the connection goes before the runtime stops.
+    runtime: OwnRuntime,
+}
+
+impl std::fmt::Debug for Rd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rd")
+            .field("target", &self.target)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Rd {
+    /// Connect to `url`, check (or record) Keel's format version under the
+    /// prefix.
+    ///
+    /// # Errors
+    /// [`StoreError::InvalidInput`] for a malformed URL or prefix,
+    /// [`StoreError::Unavailable`] if Redis does not answer in time,
+    /// [`StoreError::UnsupportedFormat`] for a newer format.
+    pub(crate) fn connect(
+        url: &str,
+        settings: &Settings,
+        expiry: ExpiryPolicy,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Rd>, StoreError> {
+        if settings.prefix.is_empty()
+            || !settings
+                .prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        {
+            return Err(StoreError::InvalidInput {
+                what: "Redis key prefix",
+                reason: format!(
+                    "{:?}: use letters, digits, '_', '-' and '.'",
+                    settings.prefix
+                ),
+            });
+        }
+        let client = redis::Client::open(url).map_err(|err| StoreError::InvalidInput {
+            what: "Redis URL",
+            reason: format!("{err} (expected redis://HOST:PORT[/DB])"),
+        })?;
+        let info = client.get_connection_info();
+        let target = format!("redis://{}/{}", info.addr, info.redis.db);
+        let runtime = OwnRuntime::start("keel-redis")?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(settings.connect_timeout)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(2);
+        let unavailable = {
+            let target = target.clone();
+            move |err: redis::RedisError| StoreError::Unavailable {
+                database: target.clone(),
+                source: Box::new(err),
+            }
+        };
+        let connect = {
+            let unavailable = unavailable.clone();
+            let timeout = settings.connect_timeout;
+            let target = target.clone();
+            async move {
+                tokio::time::timeout(
+                    timeout * 2,
+                    ConnectionManager::new_with_config(client, config),
+                )
+                .await
+                .map_err(|_| StoreError::Unavailable {
+                    database: target,
+                    source: "no answer in time".into(),
+                })?
+                .map_err(unavailable)
+            }
+        };
+        let connection = runtime.wait_for(connect)??;
+        let rd = Rd {
+            target,
+            prefix: settings.prefix.clone(),
+            connection,
+            commit: Script::new(scripts::COMMIT),
+            sweep: Script::new(scripts::SWEEP),
+            delete: Script::new(scripts::DELETE),
+            counters: Counters::default(),
+            expiry,
+            clock,
+            runtime,
+        };
+        let mut connection = rd.connection.clone();
+        let meta = format!("{}:meta", rd.prefix);
+        let found: Option<i64> = rd.runtime.wait_for(async move {
+            let _: bool = connection
+                .hset_nx(&meta, "format_version", FORMAT_VERSION)
+                .await
+                .map_err(unavailable.clone())?;
+            connection
+                .hget(&meta, "format_version")
+                .await
+                .map_err(unavailable)
+        })??;
+        match found {
+            Some(found) if found > FORMAT_VERSION => Err(StoreError::UnsupportedFormat {
+                path: format!("{} (prefix {})", rd.target, rd.prefix).into(),
+                found: u32::try_from(found).unwrap_or(u32::MAX),
+                supported: u32::try_from(FORMAT_VERSION).unwrap_or(u32::MAX),
+            }),
+            _ => Ok(Arc::new(rd)),
+        }
+    }
+
+    fn unavailable(&self, err: redis::RedisError) -> StoreError {
+        StoreError::Unavailable {
+            database: self.target.clone(),
+            source: Box::new(err),
+        }
+    }
+
+    /// A failed command: Redis's own refusal (a script error: nothing was
+    /// written), or the link's.
+    fn failed(&self, operation: &'static str, err: redis::RedisError) -> StoreError {
+        if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+            self.unavailable(err)
+        } else {
+            StoreError::Storage {
+                operation,
+                source: Box::new(err),
+            }
+        }
+    }
+
+    /// See [`OwnRuntime::wait_for`].
+    ///
+    /// # Errors
+    /// [`StoreError::Closed`] if the runtime is gone.
+    pub(crate) fn wait_for<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.runtime.wait_for(work)
+    }
+
+    fn bucket(&self, hex: &str) -> String {
+        format!("{}:{{{}}}:", self.prefix, &hex[..2])
+    }
+
+    fn session_key(&self, hex: &str) -> String {
+        format!("{}s:{hex}", self.bucket(hex))
+    }
+
+    /// Read a whole session: one HGETALL, one round trip, one snapshot.
+    pub(crate) async fn load(
+        self: Arc<Self>,
+        client: ClientKey,
+    ) -> Result<SessionImage, StoreError> {
+        const LOAD: &str = "reading a session";
+        self.counters.reads.fetch_add(1, Ordering::Relaxed);
+        let mut connection = self.connection.clone();
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = connection
+            .hgetall(self.session_key(&client.to_string()))
+            .await
+            .map_err(|err| self.failed(LOAD, err))?;
+        image_of(&client, fields)
+    }
+
+    async fn commit_one(&self, changes: &ChangeSet<Vec<u8>>) -> Result<Option<u64>, StoreError> {
+        const COMMIT: &str = "committing to Redis";
+        let mut invocation = self.commit.prepare_invoke();
+        invocation.arg(&self.prefix).arg(self.now_for_ttl());
+        let idle_ttl = match self.expiry.timeout() {
+            0 => 0,
+            timeout => timeout.saturating_add(self.expiry.resolution()),
+        };
+        invocation
+            .arg(idle_ttl)
+            .arg(self.expiry.absolute_lifetime().unwrap_or(0));
+        let mut keys = BTreeSet::new();
+        invocation.arg(changes.reads.len());
+        for (key, version) in &changes.reads {
+            let hex = key.client().to_string();
+            keys.insert(self.session_key(&hex));
+            let (kind, field): (&str, Vec<u8>) = match key {
+                RecordKey::Session(_) => ("0", Vec::new()),
+                RecordKey::Packages(_) => ("1", Vec::new()),
+                RecordKey::Names(_, package) => ("2", package.as_bytes().to_vec()),
+                RecordKey::Item(item) => ("3", item_field(item)),
+            };
+            invocation.arg(kind).arg(&hex).arg(field).arg(*version);
+        }
+        invocation.arg(changes.sessions.len());
+        for change in &changes.sessions {
+            let hex = change.client.to_string();
+            keys.insert(self.session_key(&hex));
+            let read = changes
+                .reads
+                .binary_search_by(|(key, _)| key.cmp(&RecordKey::Session(change.client)))
+                .map_or(0, |at| changes.reads[at].1);
+            invocation.arg(&hex).arg(read).arg(u8::from(change.wipe));
+            match &change.record {
+                RecordChange::Keep => invocation.arg(0).arg(0).arg(0).arg(0).arg(""),
+                RecordChange::Put {
+                    created,
+                    last_access,
+                    principal,
+                } => invocation
+                    .arg(1)
+                    .arg(*created)
+                    .arg(*last_access)
+                    .arg(u8::from(principal.is_some()))
+                    .arg(principal.as_deref().unwrap_or("")),
+                RecordChange::Delete => invocation.arg(2).arg(0).arg(0).arg(0).arg(""),
+            };
+            match change.touch {
+                Some(touch) => invocation.arg(touch),
+                None => invocation.arg(""),
+            };
+        }
+        invocation.arg(changes.items.len());
+        for (key, value) in &changes.items {
+            let hex = key.client.to_string();
+            keys.insert(self.session_key(&hex));
+            invocation
+                .arg(&hex)
+                .arg(key.package.as_bytes())
+                .arg(item_field(key))
+                .arg(u8::from(value.is_some()))
+                .arg(value.as_deref().unwrap_or(&[]));
+        }
+        for key in keys {
+            invocation.key(key);
+        }
+        self.counters.commits.fetch_add(1, Ordering::Relaxed);
+        let mut connection = self.connection.clone();
+        let answer: (i64, i64) = match invocation.invoke_async(&mut connection).await {
+            Ok(answer) => answer,
+            // The script may or may not have run: the link failed after it
+            // was sent.
+            Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => {
+                return Err(StoreError::CommitOutcomeUnknown {
+                    source: Box::new(err),
+                });
+            }
+            Err(err) => return Err(self.failed(COMMIT, err)),
+        };
+        match answer {
+            (0, 0) => Ok(None),
+            (0, tid) => Ok(Some(u64::try_from(tid).unwrap_or(0))),
+            (_, check) => {
+                let key = usize::try_from(check)
+                    .ok()
+                    .and_then(|at| changes.reads.get(at));
+                Err(match key {
+                    Some((key, _)) => StoreError::Conflict {
+                        client: *key.client(),
+                        what: key.describe(),
+                    },
+                    None => StoreError::Conflict {
+                        client: ClientKey::from_bytes([0; 32]),
+                        what: "a record this transaction read".to_owned(),
+                    },
+                })
+            }
+        }
+    }
+
+    /// The container's now (the expiry rules' clock): a TTL is counted from
+    /// it, so it fires once the rules say the session has expired.
+    fn now_for_ttl(&self) -> u64 {
+        self.clock.now()
+    }
+
+    /// Every session key of every bucket's access index (which may name
+    /// sessions Redis already freed), sorted.
+    async fn all_keys(&self) -> Result<Vec<String>, StoreError> {
+        const LIST: &str = "listing sessions";
+        let mut pipe = redis::pipe();
+        for bucket in 0..=255u8 {
+            pipe.zrange(format!("{}:{{{bucket:02x}}}:a", self.prefix), 0, -1);
+        }
+        let mut connection = self.connection.clone();
+        let buckets: Vec<Vec<String>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(LIST, err))?;
+        let mut keys: Vec<String> = buckets.into_iter().flatten().collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The sessions `hexes`, read in one round trip: (key, image, value
+    /// bytes) of those that exist.
+    async fn records(&self, hexes: &[String]) -> Result<Vec<Stored>, StoreError> {
+        const READ: &str = "reading sessions";
+        if hexes.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for hex in hexes {
+            pipe.hgetall(self.session_key(hex));
+        }
+        let mut connection = self.connection.clone();
+        let all: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(READ, err))?;
+        let mut out = Vec::new();
+        for (hex, fields) in hexes.iter().zip(all) {
+            let client: ClientKey = hex.parse()?;
+            let bytes = fields
+                .iter()
+                .filter(|(f, _)| f.first() == Some(&b'd'))
+                .map(|(_, v)| v.len() as u64)
+                .sum();
+            let image = image_of(&client, fields)?;
+            if image.record.is_some() {
+                out.push((client, image, bytes));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `limit` sessions after `after`, in key order.
+    pub(crate) async fn list(
+        self: Arc<Self>,
+        after: Option<ClientKey>,
+        limit: usize,
+    ) -> Result<Vec<Stored>, StoreError> {
+        let after = after.map(|key| key.to_string());
+        let keys: Vec<String> = self
+            .all_keys()
+            .await?
+            .into_iter()
+            .filter(|hex| after.as_ref().is_none_or(|after| hex > after))
+            .collect();
+        let mut out = Vec::new();
+        for chunk in keys.chunks(limit.clamp(1, 1000)) {
+            out.extend(self.records(chunk).await?);
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    /// Every stored session (for stats).
+    pub(crate) async fn everything(self: Arc<Self>) -> Result<Vec<Stored>, StoreError> {
+        let keys = self.all_keys().await?;
+        let mut out = Vec::new();
+        for chunk in keys.chunks(1000) {
+            out.extend(self.records(chunk).await?);
+        }
+        Ok(out)
+    }
+
+    /// One session with its value bytes.
+    pub(crate) async fn detail(
+        self: Arc<Self>,
+        client: ClientKey,
+    ) -> Result<Option<(SessionImage, u64)>, StoreError> {
+        Ok(self
+            .records(&[client.to_string()])
+            .await?
+            .pop()
+            .map(|(_, image, bytes)| (image, bytes)))
+    }
+
+    /// The sessions of `principal`, in key order.
+    pub(crate) async fn by_principal(
+        self: Arc<Self>,
+        principal: String,
+    ) -> Result<Vec<ClientKey>, StoreError> {
+        const PRINCIPAL: &str = "listing a principal's sessions";
+        let mut pipe = redis::pipe();
+        for bucket in 0..=255u8 {
+            let mut key = format!("{}:{{{bucket:02x}}}:p:", self.prefix).into_bytes();
+            key.extend_from_slice(principal.as_bytes());
+            pipe.smembers(key);
+        }
+        let mut connection = self.connection.clone();
+        let buckets: Vec<Vec<String>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(PRINCIPAL, err))?;
+        let mut hexes: Vec<String> = buckets.into_iter().flatten().collect();
+        hexes.sort_unstable();
+        // A member whose session Redis freed (TTL) is stale: keep the live.
+        Ok(self
+            .records(&hexes)
+            .await?
+            .into_iter()
+            .filter(|(_, image, _)| {
+                image
+                    .record
+                    .as_ref()
+                    .is_some_and(|r| r.principal.as_deref() == Some(principal.as_str()))
+            })
+            .map(|(client, _, _)| client)
+            .collect())
+    }
+
+    /// Delete sessions; how many existed.
+    pub(crate) async fn delete(self: Arc<Self>, keys: Vec<ClientKey>) -> Result<u64, StoreError> {
+        const DELETE: &str = "deleting sessions";
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let mut invocation = self.delete.prepare_invoke();
+        invocation.arg(&self.prefix);
+        for key in &keys {
+            let hex = key.to_string();
+            invocation.key(self.session_key(&hex)).arg(hex);
+        }
+        let mut connection = self.connection.clone();
+        let removed: i64 = invocation
+            .invoke_async(&mut connection)
+            .await
+            .map_err(|err| self.failed(DELETE, err))?;
+        Ok(u64::try_from(removed).unwrap_or(0))
+    }
+
+    /// Delete up to `batch` expired sessions, bucket by bucket.
+    pub(crate) async fn sweep(
+        self: Arc<Self>,
+        idle_cutoff: Option<u64>,
+        age_cutoff: Option<u64>,
+        batch: usize,
+    ) -> Result<SweepReport, StoreError> {
+        const SWEEP: &str = "sweeping expired sessions";
+        let idle = idle_cutoff.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX));
+        let age = age_cutoff.map_or(-1, |c| i64::try_from(c).unwrap_or(i64::MAX));
+        let batch = batch as u64;
+        let mut removed: u64 = 0;
+        let mut more = false;
+        let mut connection = self.connection.clone();
+        for bucket in 0..=255u8 {
+            let left = batch.saturating_sub(removed);
+            if left == 0 {
+                more = true;
+                break;
+            }
+            let (swept, bucket_more): (u64, i64) = self
+                .sweep
+                .prepare_invoke()
+                .key(format!("{}:{{{bucket:02x}}}:a", self.prefix))
+                .arg(&self.prefix)
+                .arg(format!("{bucket:02x}"))
+                .arg(idle)
+                .arg(age)
+                .arg(left)
+                .invoke_async(&mut connection)
+                .await
+                .map_err(|err| self.failed(SWEEP, err))?;
+            removed += swept;
+            if bucket_more == 1 && removed >= batch {
+                more = true;
+            }
+        }
+        Ok(SweepReport { removed, more })
+    }
+
+    pub(crate) async fn load_setting(
+        self: Arc<Self>,
+        name: String,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let mut connection = self.connection.clone();
+        connection
+            .hget(format!("{}:settings", self.prefix), name)
+            .await
+            .map_err(|err| self.failed("reading a setting", err))
+    }
+
+    pub(crate) async fn store_setting(
+        self: Arc<Self>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.connection.clone();
+        connection
+            .hset(format!("{}:settings", self.prefix), name, value)
+            .await
+            .map_err(|err| self.failed("storing a setting", err))
+    }
+
+    /// Store unless present (HSETNX), then read: whoever stored first wins.
+    pub(crate) async fn initialize_setting(
+        self: Arc<Self>,
+        name: String,
+        value: Vec<u8>,
+    ) -> Result<Vec<u8>, StoreError> {
+        const SETTING: &str = "initializing a setting";
+        let key = format!("{}:settings", self.prefix);
+        let mut connection = self.connection.clone();
+        let _: bool = connection
+            .hset_nx(&key, &name, value)
+            .await
+            .map_err(|err| self.failed(SETTING, err))?;
+        let stored: Option<Vec<u8>> = connection
+            .hget(&key, &name)
+            .await
+            .map_err(|err| self.failed(SETTING, err))?;
+        stored.ok_or_else(|| StoreError::Storage {
+            operation: SETTING,
+            source: "the setting vanished after it was stored".into(),
+        })
+    }
+}
+
+/// A stored session: its key, its image, the bytes of its values.
+pub(crate) type Stored = (ClientKey, SessionImage, u64);
+
+impl RemoteStore for Rd {
+    fn read(self: &Arc<Self>, client: ClientKey) -> Read {
+        Box::pin(self.runtime.spawn(Arc::clone(self).load(client)))
+    }
+
+    fn read_blocking(self: &Arc<Self>, client: ClientKey) -> Result<SessionImage, StoreError> {
+        self.runtime.wait_for(Arc::clone(self).load(client))?
+    }
+
+    /// One script call per change set: Redis runs scripts one at a time,
+    /// and the multiplexed connection pipelines concurrent ones.
+    fn submit(self: &Arc<Self>, changes: ChangeSet<Vec<u8>>, reply: Reply) {
+        let rd = Arc::clone(self);
+        self.runtime.detach(async move {
+            let result = rd.commit_one(&changes).await;
+            reply.send((result, changes));
+        });
+    }
+
+    fn wait(&self, answer: std_mpsc::Receiver<Answer>) -> Result<Answer, StoreError> {
+        blocking_recv(answer)
+    }
+}
+
+/// `len(package)` (u16 BE) ‖ package ‖ name: a value's field suffix.
+fn item_field(key: &ItemKey) -> Vec<u8> {
+    // NOTE: lengths are checked (`check_part`) before anything is buffered;
+    // saturating keeps a missed check from panicking.
+    let len = u16::try_from(key.package.len()).unwrap_or(u16::MAX);
+    let mut out = Vec::with_capacity(2 + key.package.len() + key.name.len());
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(key.package.as_bytes());
+    out.extend_from_slice(key.name.as_bytes());
+    out
+}
+
+/// A session's hash as an image (absent without a `v` field).
+fn image_of(
+    client: &ClientKey,
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<SessionImage, StoreError> {
+    let corrupt = |what: &str| StoreError::CorruptRecord {
+        what: format!("{what} of session {client}"),
+        source: "not as Keel writes it".into(),
+    };
+    let number = |bytes: &[u8], what: &str| -> Result<u64, StoreError> {
+        std::str::from_utf8(bytes)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or_else(|| corrupt(what))
+    };
+    let text = |bytes: &[u8], what: &str| -> Result<String, StoreError> {
+        String::from_utf8(bytes.to_vec()).map_err(|_| corrupt(what))
+    };
+    let mut image = SessionImage::default();
+    let mut record = SessionRecord {
+        version: 0,
+        created: 0,
+        last_access: 0,
+        principal: None,
+    };
+    let mut exists = false;
+    let mut versions: HashMap<ItemKey, u64> = HashMap::new();
+    let mut values: Vec<(ItemKey, Vec<u8>)> = Vec::new();
+    for (field, value) in fields {
+        let Some((&tag, rest)) = field.split_first() else {
+            continue;
+        };
+        match tag {
+            b'v' if rest.is_empty() => {
+                record.version = number(&value, "the version")?;
+                exists = true;
+            }
+            b'c' if rest.is_empty() => record.created = number(&value, "the creation time")?,
+            b'a' if rest.is_empty() => record.last_access = number(&value, "the last access")?,
+            b'p' if rest.is_empty() => record.principal = Some(text(&value, "the principal")?),
+            b'k' if rest.is_empty() => {
+                image.packages_version = number(&value, "the package-set version")?;
+            }
+            b'n' => {
+                let package = text(rest, "a package id")?;
+                image
+                    .names
+                    .insert(package, number(&value, "a name-set version")?);
+            }
+            b'i' | b'd' => {
+                let (len, item) = rest
+                    .split_at_checked(2)
+                    .ok_or_else(|| corrupt("a value's field"))?;
+                let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+                let (package, name) = item
+                    .split_at_checked(len)
+                    .ok_or_else(|| corrupt("a value's field"))?;
+                let key = ItemKey {
+                    client: *client,
+                    package: text(package, "a package id")?,
+                    name: text(name, "a name")?,
+                };
+                if tag == b'i' {
+                    versions.insert(key, number(&value, "a value's version")?);
+                } else {
+                    values.push((key, value));
+                }
+            }
+            _ => {}
+        }
+    }
+    if !exists {
+        return Ok(SessionImage::default());
+    }
+    image.record = Some(record);
+    for (key, bytes) in values {
+        let version = versions
+            .get(&key)
+            .copied()
+            .ok_or_else(|| corrupt("a value without a version"))?;
+        let value: Value = records::decode_value(&key, &bytes)?;
+        image
+            .items
+            .insert((key.package, key.name), (version, Arc::new(value)));
+    }
+    Ok(image)
+}
