@@ -19,8 +19,11 @@
 //! a transaction that used more than one session validates its reads even if
 //! it writes nothing.
 //!
-//! `PROPTEST_CASES` sets the number of cases (256 in CI); the PostgreSQL test
-//! runs at most 64 of them (each case connects a pool and creates a schema)
+//! Redis (feature `redis`, a key prefix per case) is modelled as PostgreSQL:
+//! both are the core's network data manager.
+//!
+//! `PROPTEST_CASES` sets the number of cases (256 in CI); the PostgreSQL and
+//! Redis tests run at most 64 of them (each case connects a pool and creates a schema)
 //! unless `KEEL_POSTGRES_MODEL_CASES` sets its number. For a long run:
 //! `PROPTEST_CASES=100000 cargo test -p keel-store --release --test model`,
 //! and `KEEL_POSTGRES_MODEL_CASES=5000 cargo test -p keel-store --release
@@ -216,6 +219,13 @@ enum Backend {
     /// PostgreSQL, in a schema of this case's own (dropped with it).
     #[cfg(feature = "postgres")]
     Postgres { schema: common::postgres::Schema },
+    /// Redis, under a key prefix of this case's own (its keys deleted with
+    /// it). Same reads and validation as PostgreSQL: the core's network
+    /// data manager.
+    #[cfg(feature = "redis")]
+    Redis {
+        prefix: common::redis_server::Prefix,
+    },
 }
 
 impl Backend {
@@ -232,6 +242,13 @@ impl Backend {
         }
     }
 
+    #[cfg(feature = "redis")]
+    fn redis() -> Backend {
+        Backend::Redis {
+            prefix: common::redis_server::Prefix::new(),
+        }
+    }
+
     /// Whether a transaction reads each session from a snapshot taken when
     /// it first uses that session (PostgreSQL reads a session whole, in one
     /// statement), rather than everything from one snapshot (redb).
@@ -240,6 +257,8 @@ impl Backend {
             Backend::Redb { .. } => false,
             #[cfg(feature = "postgres")]
             Backend::Postgres { .. } => true,
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => true,
         }
     }
 
@@ -252,6 +271,8 @@ impl Backend {
             Backend::Redb { .. } => false,
             #[cfg(feature = "postgres")]
             Backend::Postgres { .. } => true,
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => true,
         }
     }
 
@@ -277,6 +298,17 @@ impl Backend {
                         .expect("connect the PostgreSQL container"),
                 )
             }
+            #[cfg(feature = "redis")]
+            Backend::Redis { prefix } => {
+                let options = keel_store::RedisOptions::new()
+                    .with_prefix(prefix.name.clone())
+                    .with_expiry(policy())
+                    .with_clock(Arc::new(clock.clone()));
+                Box::new(
+                    keel_store::RedisContainer::connect(&common::redis_server::url(), options)
+                        .expect("connect the Redis container"),
+                )
+            }
         }
     }
 
@@ -288,6 +320,8 @@ impl Backend {
             Backend::Redb { disk } => disk.crash(),
             #[cfg(feature = "postgres")]
             Backend::Postgres { .. } => {}
+            #[cfg(feature = "redis")]
+            Backend::Redis { .. } => {}
         }
     }
 }
@@ -718,10 +752,11 @@ proptest! {
     }
 }
 
-/// At most this many PostgreSQL cases unless `KEEL_POSTGRES_MODEL_CASES`
-/// says otherwise.
-#[cfg(feature = "postgres")]
-const POSTGRES_CASES: u32 = 64;
+/// At most this many cases on a database server (each connects and sets up
+/// a schema or prefix) unless `KEEL_POSTGRES_MODEL_CASES` /
+/// `KEEL_REDIS_MODEL_CASES` says otherwise.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+const SERVER_CASES: u32 = 64;
 
 /// The PostgreSQL test drives its runner itself: the `proptest!` macro
 /// would let `PROPTEST_CASES` override the cap on the number of cases, and
@@ -749,11 +784,46 @@ fn the_postgres_container_behaves_like_the_model() {
             .parse()
             .expect("KEEL_POSTGRES_MODEL_CASES is a number of cases"),
         // PROPTEST_CASES (default 256), capped.
-        Err(_) => config.cases.min(POSTGRES_CASES),
+        Err(_) => config.cases.min(SERVER_CASES),
     };
     let mut runner = TestRunner::new(config);
     let result = runner.run(&ops(), |ops| {
         run(Backend::postgres(), &ops);
+        Ok(())
+    });
+    if let Err(err) = result {
+        panic!("{err}\n{runner}");
+    }
+}
+
+/// The same model on Redis, capped like PostgreSQL's
+/// (`KEEL_REDIS_MODEL_CASES` sets the number of cases).
+#[cfg(feature = "redis")]
+#[test]
+fn the_redis_container_behaves_like_the_model() {
+    use proptest::test_runner::{TestRunner, contextualize_config};
+
+    if common::redis_server::skip() {
+        return;
+    }
+    let mut config = contextualize_config(ProptestConfig {
+        max_shrink_iters: 2000,
+        source_file: Some(file!()),
+        test_name: Some(concat!(
+            module_path!(),
+            "::the_redis_container_behaves_like_the_model"
+        )),
+        ..ProptestConfig::default()
+    });
+    config.cases = match std::env::var("KEEL_REDIS_MODEL_CASES") {
+        Ok(cases) => cases
+            .parse()
+            .expect("KEEL_REDIS_MODEL_CASES is a number of cases"),
+        Err(_) => config.cases.min(SERVER_CASES),
+    };
+    let mut runner = TestRunner::new(config);
+    let result = runner.run(&ops(), |ops| {
+        run(Backend::redis(), &ops);
         Ok(())
     });
     if let Err(err) = result {
