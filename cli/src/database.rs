@@ -1,5 +1,5 @@
 //! What `--db` names: a redb file (a path), or a database server (a URL
-//! whose scheme picks the backend).
+//! whose scheme picks the backend: `postgres://`, `redis://`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +15,33 @@ pub(crate) enum Database {
         url: String,
         schema: Option<String>,
     },
+    /// A Redis server (`redis://HOST:PORT[/DB]`), and the prefix of Keel's
+    /// keys (`?prefix=NAME`; default `keel`).
+    Redis {
+        /// The URL without Keel's own `prefix` parameter.
+        url: String,
+        prefix: Option<String>,
+    },
+}
+
+/// `url` without Keel's own parameter `name=...`, and that parameter's value.
+fn take_parameter(url: &str, name: &str) -> (String, Option<String>) {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut taken = None;
+    let mut rest = Vec::new();
+    let prefix = format!("{name}=");
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        match pair.strip_prefix(&prefix) {
+            Some(value) => taken = Some(value.to_owned()),
+            None => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_owned()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    (url, taken)
 }
 
 impl Database {
@@ -22,21 +49,12 @@ impl Database {
     pub(crate) fn from_arg(db: &Path) -> Database {
         match db.to_str() {
             Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                let (base, query) = url.split_once('?').unwrap_or((url, ""));
-                let mut schema = None;
-                let mut rest = Vec::new();
-                for pair in query.split('&').filter(|p| !p.is_empty()) {
-                    match pair.strip_prefix("schema=") {
-                        Some(name) => schema = Some(name.to_owned()),
-                        None => rest.push(pair),
-                    }
-                }
-                let url = if rest.is_empty() {
-                    base.to_owned()
-                } else {
-                    format!("{base}?{}", rest.join("&"))
-                };
+                let (url, schema) = take_parameter(url, "schema");
                 Database::Postgres { url, schema }
+            }
+            Some(url) if url.starts_with("redis://") => {
+                let (url, prefix) = take_parameter(url, "prefix");
+                Database::Redis { url, prefix }
             }
             _ => Database::File(db.to_owned()),
         }
@@ -65,7 +83,14 @@ mod tests {
                 schema: Some("app_sessions".to_owned())
             }
         );
-        for path in ["./keel.redb", "postgres", "dir/postgres://x"] {
+        assert_eq!(
+            Database::from_arg(Path::new("redis://127.0.0.1:6379/2?prefix=app")),
+            Database::Redis {
+                url: "redis://127.0.0.1:6379/2".to_owned(),
+                prefix: Some("app".to_owned())
+            }
+        );
+        for path in ["./keel.redb", "postgres", "dir/postgres://x", "redis"] {
             assert_eq!(
                 Database::from_arg(Path::new(path)),
                 Database::File(PathBuf::from(path))

@@ -55,9 +55,9 @@ enum IdFormat {
 /// Options of `keel serve`.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
-    /// The session database: a redb file, or a PostgreSQL URL
-    /// (postgres://USER@HOST:PORT/DB[?schema=NAME], default schema keel) that
-    /// several servers share.
+    /// The session database: a redb file, or a database several servers
+    /// share: postgres://USER@HOST:PORT/DB[?schema=NAME] (default schema
+    /// keel) or redis://HOST:PORT[/DB][?prefix=NAME] (default prefix keel).
     #[arg(long, default_value = "./keel.redb")]
     db: PathBuf,
     /// Keep sessions in memory (the RAM container) instead of a file.

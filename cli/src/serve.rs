@@ -21,7 +21,7 @@ use keel_session::{
 };
 use keel_store::{
     ExpiryPolicy, PostgresContainer, PostgresOptions, RamContainer, RedbContainer, RedbOptions,
-    SessionContainer,
+    RedisContainer, RedisOptions, SessionContainer,
 };
 use serde::{Deserialize, Serialize, Serializer, ser::Error as _};
 use serde_json::json;
@@ -163,6 +163,13 @@ fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliErro
                     options = options.with_schema(schema);
                 }
                 Arc::new(PostgresContainer::connect(&url, options)?)
+            }
+            Database::Redis { url, prefix } => {
+                let mut options = RedisOptions::new().with_expiry(expiry);
+                if let Some(prefix) = prefix {
+                    options = options.with_prefix(prefix);
+                }
+                Arc::new(RedisContainer::connect(&url, options)?)
             }
         }
     })

@@ -317,6 +317,21 @@ pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
                 "the session store is unavailable; try again".to_owned(),
             )
         }
+        // NOTE: not reported as success, and not retried: the change may or
+        // may not have been saved.
+        CommitFailure::Failed(err)
+            if matches!(
+                err.source_as::<keel_store::StoreError>(),
+                Some(keel_store::StoreError::CommitOutcomeUnknown { .. })
+            ) =>
+        {
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store did not confirm the commit: whether this request's \
+                 changes were saved is unknown"
+                    .to_owned(),
+            )
+        }
         CommitFailure::Failed(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
         CommitFailure::Unavailable(err) if !err.is_unavailable() => {
             (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())

@@ -37,7 +37,8 @@ pub(crate) struct SessionsArgs {
 struct TargetArgs {
     /// The session database (offline mode; default ./keel.redb): a redb file,
     /// which must exist and no server may hold open, or a PostgreSQL URL
-    /// (postgres://USER@HOST:PORT/DB), which works while servers run.
+    /// (postgres://USER@HOST:PORT/DB) or Redis URL (redis://HOST:PORT), which
+    /// work while servers run.
     #[arg(long, global = true)]
     db: Option<PathBuf>,
     /// Base URL of a running `keel serve` (online mode, via its admin API),

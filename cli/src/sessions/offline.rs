@@ -8,7 +8,7 @@ use std::{
 
 use keel_store::{
     ClientKey, Clock, ExpiryPolicy, ManualClock, PostgresContainer, PostgresOptions, RedbContainer,
-    RedbOptions, SessionContainer, SessionValue, StoreError,
+    RedbOptions, RedisContainer, RedisOptions, SessionContainer, SessionValue, StoreError,
 };
 use keel_txn::TransactionManager;
 
@@ -55,6 +55,18 @@ fn open_container(
                 options = options.with_clock(clock);
             }
             let container = PostgresContainer::connect(url, options)?;
+            let name = PathBuf::from(container.database());
+            Ok((Box::new(container), name))
+        }
+        Database::Redis { url, prefix } => {
+            let mut options = RedisOptions::new().with_expiry(policy);
+            if let Some(clock) = clock {
+                options = options.with_clock(clock);
+            }
+            if let Some(prefix) = prefix {
+                options = options.with_prefix(prefix.clone());
+            }
+            let container = RedisContainer::connect(url, options)?;
             let name = PathBuf::from(container.database());
             Ok((Box::new(container), name))
         }

@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-pub(crate) mod postgres;
+pub(crate) mod shared;
 
 use std::{
     fs::File,

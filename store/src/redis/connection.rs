@@ -1,6 +1,7 @@
-//! The link to Redis: a multiplexed connection (`redis` crate's
-//! `ConnectionManager`, which reconnects by itself) on the container's own
-//! runtime, the scripts, reads and the admin commands.
+//! The link to Redis: one multiplexed connection (concurrent commands are
+//! pipelined on it) on the container's own runtime, replaced by a fresh one
+//! after any connection error or timeout, so the container reconnects by
+//! itself; the scripts, reads and the admin commands.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -13,10 +14,7 @@ use std::{
     time::Duration,
 };
 
-use redis::{
-    AsyncCommands, Script,
-    aio::{ConnectionManager, ConnectionManagerConfig},
-};
+use redis::{AsyncCommands, AsyncConnectionConfig, Script, aio::MultiplexedConnection};
 
 use crate::{
     ClientKey, Clock, ExpiryPolicy, StoreError, SweepReport, Value,
@@ -58,7 +56,14 @@ pub(crate) struct Rd {
     /// The server, named in errors: its URL without a password.
     pub(crate) target: String,
     pub(crate) prefix: String,
-    connection: ConnectionManager,
+    client: redis::Client,
+    config: AsyncConnectionConfig,
+    connect_timeout: Duration,
+    /// The connection in use; `None` after it failed (the next command
+    /// opens a fresh one). NOTE: own reconnection instead of the crate's
+    /// `ConnectionManager`, which was seen to hang for good after the link
+    /// came back (a proxy that cut and restored it).
+    connection: parking_lot::Mutex<Option<MultiplexedConnection>>,
     commit: Script,
     sweep: Script,
     delete: Script,
@@ -113,10 +118,9 @@ impl Rd {
         let info = client.get_connection_info();
         let target = format!("redis://{}/{}", info.addr, info.redis.db);
         let runtime = OwnRuntime::start("keel-redis")?;
-        let config = ConnectionManagerConfig::new()
+        let config = AsyncConnectionConfig::new()
             .set_connection_timeout(settings.connect_timeout)
-            .set_response_timeout(RESPONSE_TIMEOUT)
-            .set_number_of_retries(2);
+            .set_response_timeout(RESPONSE_TIMEOUT);
         let unavailable = {
             let target = target.clone();
             move |err: redis::RedisError| StoreError::Unavailable {
@@ -124,28 +128,13 @@ impl Rd {
                 source: Box::new(err),
             }
         };
-        let connect = {
-            let unavailable = unavailable.clone();
-            let timeout = settings.connect_timeout;
-            let target = target.clone();
-            async move {
-                tokio::time::timeout(
-                    timeout * 2,
-                    ConnectionManager::new_with_config(client, config),
-                )
-                .await
-                .map_err(|_| StoreError::Unavailable {
-                    database: target,
-                    source: "no answer in time".into(),
-                })?
-                .map_err(unavailable)
-            }
-        };
-        let connection = runtime.wait_for(connect)??;
-        let rd = Rd {
+        let rd = Arc::new(Rd {
             target,
             prefix: settings.prefix.clone(),
-            connection,
+            client,
+            config,
+            connect_timeout: settings.connect_timeout,
+            connection: parking_lot::Mutex::new(None),
             commit: Script::new(scripts::COMMIT),
             sweep: Script::new(scripts::SWEEP),
             delete: Script::new(scripts::DELETE),
@@ -153,8 +142,9 @@ impl Rd {
             expiry,
             clock,
             runtime,
-        };
-        let mut connection = rd.connection.clone();
+        });
+        let link = Arc::clone(&rd);
+        let mut connection = rd.runtime.wait_for(async move { link.link().await })??;
         let meta = format!("{}:meta", rd.prefix);
         let found: Option<i64> = rd.runtime.wait_for(async move {
             let _: bool = connection
@@ -172,8 +162,36 @@ impl Rd {
                 found: u32::try_from(found).unwrap_or(u32::MAX),
                 supported: u32::try_from(FORMAT_VERSION).unwrap_or(u32::MAX),
             }),
-            _ => Ok(Arc::new(rd)),
+            _ => Ok(rd),
         }
+    }
+
+    /// The connection in use, or a fresh one.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] if Redis does not accept a connection in
+    /// time.
+    async fn link(&self) -> Result<MultiplexedConnection, StoreError> {
+        if let Some(connection) = self.connection.lock().clone() {
+            return Ok(connection);
+        }
+        let connect = self
+            .client
+            .get_multiplexed_async_connection_with_config(&self.config);
+        let fresh = tokio::time::timeout(self.connect_timeout, connect)
+            .await
+            .map_err(|_| StoreError::Unavailable {
+                database: self.target.clone(),
+                source: format!("no connection within {:?}", self.connect_timeout).into(),
+            })?
+            .map_err(|err| self.unavailable(err))?;
+        *self.connection.lock() = Some(fresh.clone());
+        Ok(fresh)
+    }
+
+    /// Drop the connection in use after it failed.
+    fn broken(&self) {
+        *self.connection.lock() = None;
     }
 
     fn unavailable(&self, err: redis::RedisError) -> StoreError {
@@ -187,6 +205,7 @@ impl Rd {
     /// written), or the link's.
     fn failed(&self, operation: &'static str, err: redis::RedisError) -> StoreError {
         if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() {
+            self.broken();
             self.unavailable(err)
         } else {
             StoreError::Storage {
@@ -194,6 +213,21 @@ impl Rd {
                 source: Box::new(err),
             }
         }
+    }
+
+    /// `work`, or [`StoreError::Unavailable`] if Redis does not answer
+    /// within the response timeout (whatever the client's reconnection
+    /// logic is doing meanwhile).
+    pub(crate) async fn within<T>(&self, work: impl Future<Output = T>) -> Result<T, StoreError> {
+        tokio::time::timeout(RESPONSE_TIMEOUT, work)
+            .await
+            .map_err(|_| {
+                self.broken();
+                StoreError::Unavailable {
+                    database: self.target.clone(),
+                    source: format!("no answer within {RESPONSE_TIMEOUT:?}").into(),
+                }
+            })
     }
 
     /// See [`OwnRuntime::wait_for`].
@@ -222,10 +256,11 @@ impl Rd {
     ) -> Result<SessionImage, StoreError> {
         const LOAD: &str = "reading a session";
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
-        let mut connection = self.connection.clone();
-        let fields: Vec<(Vec<u8>, Vec<u8>)> = connection
-            .hgetall(self.session_key(&client.to_string()))
-            .await
+        let mut connection = self.link().await?;
+        let read = connection.hgetall(self.session_key(&client.to_string()));
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = self
+            .within(read)
+            .await?
             .map_err(|err| self.failed(LOAD, err))?;
         image_of(&client, fields)
     }
@@ -297,12 +332,21 @@ impl Rd {
             invocation.key(key);
         }
         self.counters.commits.fetch_add(1, Ordering::Relaxed);
-        let mut connection = self.connection.clone();
-        let answer: (i64, i64) = match invocation.invoke_async(&mut connection).await {
+        let mut connection = self.link().await?;
+        let sent = tokio::time::timeout(RESPONSE_TIMEOUT, invocation.invoke_async(&mut connection));
+        let Ok(answer) = sent.await else {
+            self.broken();
+            return Err(StoreError::CommitOutcomeUnknown {
+                source: format!("no answer from {} within {RESPONSE_TIMEOUT:?}", self.target)
+                    .into(),
+            });
+        };
+        let answer: (i64, i64) = match answer {
             Ok(answer) => answer,
             // The script may or may not have run: the link failed after it
             // was sent.
             Err(err) if err.is_io_error() || err.is_timeout() || err.is_connection_dropped() => {
+                self.broken();
                 return Err(StoreError::CommitOutcomeUnknown {
                     source: Box::new(err),
                 });
@@ -344,7 +388,7 @@ impl Rd {
         for bucket in 0..=255u8 {
             pipe.zrange(format!("{}:{{{bucket:02x}}}:a", self.prefix), 0, -1);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let buckets: Vec<Vec<String>> = pipe
             .query_async(&mut connection)
             .await
@@ -366,7 +410,7 @@ impl Rd {
         for hex in hexes {
             pipe.hgetall(self.session_key(hex));
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let all: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe
             .query_async(&mut connection)
             .await
@@ -445,7 +489,7 @@ impl Rd {
             key.extend_from_slice(principal.as_bytes());
             pipe.smembers(key);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let buckets: Vec<Vec<String>> = pipe
             .query_async(&mut connection)
             .await
@@ -479,7 +523,7 @@ impl Rd {
             let hex = key.to_string();
             invocation.key(self.session_key(&hex)).arg(hex);
         }
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let removed: i64 = invocation
             .invoke_async(&mut connection)
             .await
@@ -500,7 +544,7 @@ impl Rd {
         let batch = batch as u64;
         let mut removed: u64 = 0;
         let mut more = false;
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         for bucket in 0..=255u8 {
             let left = batch.saturating_sub(removed);
             if left == 0 {
@@ -531,7 +575,7 @@ impl Rd {
         self: Arc<Self>,
         name: String,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         connection
             .hget(format!("{}:settings", self.prefix), name)
             .await
@@ -543,7 +587,7 @@ impl Rd {
         name: String,
         value: Vec<u8>,
     ) -> Result<(), StoreError> {
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         connection
             .hset(format!("{}:settings", self.prefix), name, value)
             .await
@@ -558,7 +602,7 @@ impl Rd {
     ) -> Result<Vec<u8>, StoreError> {
         const SETTING: &str = "initializing a setting";
         let key = format!("{}:settings", self.prefix);
-        let mut connection = self.connection.clone();
+        let mut connection = self.link().await?;
         let _: bool = connection
             .hset_nx(&key, &name, value)
             .await

@@ -206,12 +206,21 @@ impl RedisContainer {
         Arc::clone(self.core.store())
     }
 
-    /// Run an admin operation and wait for it.
+    /// Run an admin operation and wait for it (Unavailable after a minute
+    /// without an answer: a sweep or listing makes many round trips).
     fn wait<T: Send + 'static>(
         &self,
         work: impl Future<Output = Result<T, StoreError>> + Send + 'static,
     ) -> Result<T, StoreError> {
-        self.core.store().wait_for(work)?
+        let target = self.database().to_owned();
+        self.core.store().wait_for(async move {
+            tokio::time::timeout(Duration::from_secs(60), work)
+                .await
+                .map_err(|_| StoreError::Unavailable {
+                    database: target,
+                    source: "no answer within 60 s".into(),
+                })?
+        })?
     }
 }
 

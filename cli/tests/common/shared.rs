@@ -1,7 +1,8 @@
-//! PostgreSQL for the multi-server tests: a database of the test's own on
-//! the machine's server (dropped at the end), and a TCP proxy in front of it
-//! that can add latency or cut the link. Under `CI=true` an unreachable
-//! server fails the test; elsewhere the test says loudly that it was skipped.
+//! The shared databases of the multi-server tests: a PostgreSQL database of
+//! the test's own, or a Redis key prefix of its own, on the machine's
+//! servers (dropped at the end), and a TCP proxy in front of either that can
+//! add latency or cut the link. Under `CI=true` an unreachable server fails
+//! the test; elsewhere the test says loudly that it was skipped.
 
 use std::{
     io::{Read, Write},
@@ -14,8 +15,122 @@ use std::{
     time::Duration,
 };
 
-/// The server's address.
+/// PostgreSQL's address.
 pub(crate) const HOST_PORT: &str = "127.0.0.1:5432";
+
+/// Redis's address.
+pub(crate) const REDIS_HOST_PORT: &str = "127.0.0.1:6379";
+
+/// A database several servers share, made fresh for one test.
+pub(crate) trait SharedDb: Sized {
+    /// What the tests call it.
+    const NAME: &'static str;
+    /// The server's address (what a proxy forwards to).
+    const ADDRESS: &'static str;
+    /// A URL of the same kind whose server does not answer, and what an
+    /// error about it must name.
+    const UNREACHABLE: (&'static str, &'static [&'static str]);
+    /// Whether to skip: the server does not answer and this is not CI.
+    fn skip() -> bool;
+    /// A fresh one.
+    fn new() -> Self;
+    /// The `--db` URL, directly or through `proxy`.
+    fn url(&self, proxy: Option<&Proxy>) -> String;
+}
+
+impl SharedDb for TestDatabase {
+    const NAME: &'static str = "PostgreSQL";
+    const ADDRESS: &'static str = HOST_PORT;
+    const UNREACHABLE: (&'static str, &'static [&'static str]) = (
+        "postgres://postgres@127.0.0.1:1/nowhere",
+        &["127.0.0.1:1", "nowhere"],
+    );
+
+    fn skip() -> bool {
+        skip()
+    }
+
+    fn new() -> Self {
+        TestDatabase::new()
+    }
+
+    fn url(&self, proxy: Option<&Proxy>) -> String {
+        TestDatabase::url(self, proxy)
+    }
+}
+
+/// A Redis key prefix of this test's own; its keys are deleted on drop.
+pub(crate) struct TestPrefix {
+    pub(crate) name: String,
+}
+
+fn redis_run<T>(
+    work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> Result<T, String> {
+    let client =
+        redis::Client::open(format!("redis://{REDIS_HOST_PORT}")).map_err(|e| e.to_string())?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    work(&mut connection).map_err(|e| e.to_string())
+}
+
+impl SharedDb for TestPrefix {
+    const NAME: &'static str = "Redis";
+    const ADDRESS: &'static str = REDIS_HOST_PORT;
+    const UNREACHABLE: (&'static str, &'static [&'static str]) =
+        ("redis://127.0.0.1:1", &["127.0.0.1:1"]);
+
+    fn skip() -> bool {
+        static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+        match REACHABLE
+            .get_or_init(|| redis_run(|c| redis::cmd("PING").query::<String>(c)).map(|_| ()))
+        {
+            Ok(()) => false,
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("Redis at {REDIS_HOST_PORT} is unreachable under CI=true: {why}")
+            }
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED: Redis at {REDIS_HOST_PORT} is unreachable ({why}); this test ran nothing"
+                );
+                true
+            }
+        }
+    }
+
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        TestPrefix {
+            name: format!(
+                "keel_cli_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ),
+        }
+    }
+
+    fn url(&self, proxy: Option<&Proxy>) -> String {
+        let at = proxy.map_or(REDIS_HOST_PORT.to_owned(), |p| p.addr.clone());
+        format!("redis://{at}/0?prefix={}", self.name)
+    }
+}
+
+impl Drop for TestPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.name);
+        let dropped = redis_run(|c| {
+            let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(c)?;
+            if !keys.is_empty() {
+                redis::cmd("DEL").arg(keys).query::<()>(c)?;
+            }
+            Ok(())
+        });
+        if let Err(err) = dropped {
+            eprintln!("could not delete test keys {pattern}: {err}");
+        }
+    }
+}
 
 /// Run `sql` (several statements allowed) on database `db` of the machine's
 /// server.
@@ -123,7 +238,7 @@ struct ProxyState {
 }
 
 impl Proxy {
-    pub(crate) fn start() -> Proxy {
+    pub(crate) fn start(target: &'static str) -> Proxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
         let state = Arc::new(ProxyState {
@@ -139,7 +254,7 @@ impl Proxy {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(HOST_PORT) else {
+                let Ok(server) = TcpStream::connect(target) else {
                     let _ = client.shutdown(Shutdown::Both);
                     continue;
                 };
