@@ -1,0 +1,164 @@
+//! What the Redis backend adds to the conformance suite: Redis frees dead
+//! sessions by itself (each session's hash carries a TTL that ends when
+//! Keel's expiry rules say the session has expired, moved on by every
+//! touch), and round trips per request are one read and one script.
+
+#![cfg(feature = "redis")]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{
+    sync::Arc,
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use common::redis_server::{Prefix, run, skip, url};
+use keel_store::{
+    ClientKey, ExpiryPolicy, ManualClock, ReadAhead, RedisContainer, RedisOptions,
+    SessionContainer, SessionValue,
+};
+use keel_txn::{TransactionManager, commit_without_blocking};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn connect(prefix: &Prefix, clock: &ManualClock) -> RedisContainer {
+    RedisContainer::connect(
+        &url(),
+        RedisOptions::new()
+            .with_prefix(prefix.name.clone())
+            .with_expiry(
+                ExpiryPolicy::default()
+                    .with_timeout(100)
+                    .with_resolution(10),
+            )
+            .with_clock(Arc::new(clock.clone())),
+    )
+    .unwrap()
+}
+
+fn ttl(prefix: &Prefix, key: &ClientKey) -> i64 {
+    let hex = key.to_string();
+    let name = format!("{}:{{{}}}:s:{hex}", prefix.name, &hex[..2]);
+    run(|c| redis::cmd("TTL").arg(&name).query(c)).unwrap()
+}
+
+#[test]
+fn a_session_expires_in_redis_when_keels_rules_say_so_and_each_touch_moves_it_on() {
+    if skip() {
+        return;
+    }
+    let prefix = Prefix::new();
+    let clock = ManualClock::new(now());
+    let container = connect(&prefix, &clock);
+    let manager = TransactionManager::new();
+    let key = ClientKey::from_client_id("ttl");
+    let mut tx = manager.begin();
+    container.declare_fresh(&mut tx, &key).unwrap();
+    container.create_session(&mut tx, &key).unwrap();
+    container
+        .insert(&mut tx, &key, "app", "n", SessionValue::new(1u32))
+        .unwrap();
+    tx.commit().unwrap();
+    // Expired once now > L + timeout + resolution = L + 110: the hash lives
+    // 111 s from L.
+    let fresh = ttl(&prefix, &key);
+    assert!((109..=111).contains(&fresh), "TTL {fresh}");
+
+    // 5 s later (within the resolution: no touch) a principal is attached:
+    // the record is rewritten with the same last access, and the TTL counts
+    // from it: 110 - 5 + 1.
+    clock.advance(5);
+    let mut tx = manager.begin();
+    container.set_principal(&mut tx, &key, Some("ada")).unwrap();
+    tx.commit().unwrap();
+    let rewritten = ttl(&prefix, &key);
+    assert!(
+        (104..=106).contains(&rewritten),
+        "TTL after a rewrite {rewritten}"
+    );
+
+    // 50 s after creation a read touches the session (L + resolution <
+    // now): the TTL counts from the new last access again.
+    clock.advance(45);
+    let mut tx = manager.begin();
+    assert!(container.session(&mut tx, &key).unwrap().is_some());
+    tx.commit().unwrap();
+    let touched = ttl(&prefix, &key);
+    assert!(
+        (109..=111).contains(&touched),
+        "TTL after a touch {touched}"
+    );
+}
+
+#[test]
+fn a_read_is_one_round_trip_and_a_remembered_write_one_script() {
+    if skip() {
+        return;
+    }
+    let prefix = Prefix::new();
+    let clock = ManualClock::new(now());
+    let container = connect(&prefix, &clock);
+    let manager = TransactionManager::new();
+    let key = ClientKey::from_client_id("round trips");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let before = container.round_trips();
+        let mut tx = manager.begin();
+        container.declare_fresh(&mut tx, &key).unwrap();
+        container.create_session(&mut tx, &key).unwrap();
+        container
+            .insert(&mut tx, &key, "app", "n", SessionValue::new(1u32))
+            .unwrap();
+        commit_without_blocking(tx).await.unwrap();
+        let after = container.round_trips();
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (0, 1),
+            "first write"
+        );
+
+        let before = after;
+        let mut tx = manager.begin();
+        let read = container.preload(&mut tx, &key, ReadAhead::Fresh).unwrap();
+        read.expect("a read ahead").await.unwrap();
+        let n: u32 = container
+            .touch_and_get(&mut tx, &key, "app", "n")
+            .unwrap()
+            .unwrap()
+            .to_typed()
+            .unwrap();
+        assert_eq!(n, 1);
+        commit_without_blocking(tx).await.unwrap();
+        let after = container.round_trips();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0), "a read");
+
+        let before = after;
+        let mut tx = manager.begin();
+        assert!(
+            container
+                .preload(&mut tx, &key, ReadAhead::Remembered)
+                .unwrap()
+                .is_none()
+        );
+        container
+            .insert(&mut tx, &key, "app", "n", SessionValue::new(2u32))
+            .unwrap();
+        commit_without_blocking(tx).await.unwrap();
+        let after = container.round_trips();
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (0, 1),
+            "a remembered write"
+        );
+    });
+}
