@@ -17,18 +17,14 @@ use std::{
     time::Duration,
 };
 
-use keel_txn::Transaction;
-
 use self::connection::{Rd, Settings};
 use crate::{
-    ClientKey, Clock, ContainerStats, ExpiryPolicy, Preload, ReadAhead, SessionAdmin,
-    SessionDetail, SessionSummary, StoreError, SweepReport, SystemClock,
+    ClientKey, Clock, ContainerStats, ExpiryPolicy, SessionAdmin, SessionDetail, SessionSummary,
+    StoreError, SweepReport, SystemClock,
     engine::{
         admin::{StatsBuilder, summary},
-        buffer::{At, Buffer},
-        container::BufferedContainer,
         records,
-        remote::{RemoteCore, image::ImageView},
+        remote::{RemoteContainer, RemoteCore},
     },
 };
 
@@ -224,36 +220,11 @@ impl RedisContainer {
     }
 }
 
-impl BufferedContainer for RedisContainer {
-    type View<'a> = ImageView<'a>;
+impl RemoteContainer for RedisContainer {
+    type Store = Rd;
 
-    fn policy(&self) -> &ExpiryPolicy {
-        self.core.expiry()
-    }
-
-    fn clock(&self) -> &dyn Clock {
-        self.core.clock()
-    }
-
-    fn with_buffer<T>(
-        &self,
-        tx: &mut Transaction,
-        op: impl for<'v> FnOnce(&mut Buffer, &mut Self::View<'v>, At) -> Result<T, StoreError>,
-    ) -> Result<T, StoreError> {
-        self.core.with_buffer(tx, self.at(), op)
-    }
-
-    fn preload(
-        &self,
-        tx: &mut Transaction,
-        client: &ClientKey,
-        read_ahead: ReadAhead,
-    ) -> Result<Option<Preload>, StoreError> {
-        self.core.preload(tx, client, read_ahead)
-    }
-
-    fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
-        self.core.declare_fresh(tx, client)
+    fn core(&self) -> &RemoteCore<Rd> {
+        &self.core
     }
 }
 

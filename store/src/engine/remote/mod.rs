@@ -13,6 +13,8 @@ pub(crate) mod runtime;
 use std::{collections::HashMap, fmt, future::Future, pin::Pin, sync::Arc};
 
 use keel_txn::{BoxError, DataManager, PendingVote, SavepointState, Transaction};
+
+use crate::{SessionAdmin, engine::container::BufferedContainer};
 use parking_lot::Mutex;
 use tokio::sync::oneshot;
 
@@ -76,6 +78,49 @@ pub(crate) trait RemoteStore: Send + Sync + fmt::Debug + 'static {
     /// # Errors
     /// [`StoreError::Closed`] if the committer went away.
     fn wait(&self, answer: std::sync::mpsc::Receiver<Answer>) -> Result<Answer, StoreError>;
+}
+
+/// A container over a [`RemoteStore`]: it gives its core, the core does the
+/// rest ([`BufferedContainer`] is implemented once for all of them).
+pub(crate) trait RemoteContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
+    /// The backend.
+    type Store: RemoteStore;
+
+    /// The container's core.
+    fn core(&self) -> &RemoteCore<Self::Store>;
+}
+
+impl<C: RemoteContainer> BufferedContainer for C {
+    type View<'a> = ImageView<'a>;
+
+    fn policy(&self) -> &ExpiryPolicy {
+        self.core().expiry()
+    }
+
+    fn clock(&self) -> &dyn Clock {
+        self.core().clock()
+    }
+
+    fn with_buffer<T>(
+        &self,
+        tx: &mut Transaction,
+        op: impl for<'v> FnOnce(&mut Buffer, &mut Self::View<'v>, At) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.core().with_buffer(tx, self.at(), op)
+    }
+
+    fn preload(
+        &self,
+        tx: &mut Transaction,
+        client: &ClientKey,
+        read_ahead: ReadAhead,
+    ) -> Result<Option<Preload>, StoreError> {
+        self.core().preload(tx, client, read_ahead)
+    }
+
+    fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
+        self.core().declare_fresh(tx, client)
+    }
 }
 
 /// The core of a network container: its sort key, its store, the states it
