@@ -15,12 +15,14 @@ pub(crate) enum Database {
         url: String,
         schema: Option<String>,
     },
-    /// A Redis server (`redis://HOST:PORT[/DB]`), and the prefix of Keel's
-    /// keys (`?prefix=NAME`; default `keel`).
+    /// A Redis server (`redis://HOST:PORT[/DB]`), the prefix of Keel's keys
+    /// (`?prefix=NAME`; default `keel`), and how many replicas must have a
+    /// commit before it is acknowledged (`?replicas=N`; default 0).
     Redis {
-        /// The URL without Keel's own `prefix` parameter.
+        /// The URL without Keel's own `prefix` and `replicas` parameters.
         url: String,
         prefix: Option<String>,
+        replicas: Option<String>,
     },
 }
 
@@ -54,7 +56,12 @@ impl Database {
             }
             Some(url) if url.starts_with("redis://") => {
                 let (url, prefix) = take_parameter(url, "prefix");
-                Database::Redis { url, prefix }
+                let (url, replicas) = take_parameter(&url, "replicas");
+                Database::Redis {
+                    url,
+                    prefix,
+                    replicas,
+                }
             }
             _ => Database::File(db.to_owned()),
         }
@@ -84,10 +91,11 @@ mod tests {
             }
         );
         assert_eq!(
-            Database::from_arg(Path::new("redis://127.0.0.1:6379/2?prefix=app")),
+            Database::from_arg(Path::new("redis://127.0.0.1:6379/2?prefix=app&replicas=1")),
             Database::Redis {
                 url: "redis://127.0.0.1:6379/2".to_owned(),
-                prefix: Some("app".to_owned())
+                prefix: Some("app".to_owned()),
+                replicas: Some("1".to_owned())
             }
         );
         for path in ["./keel.redb", "postgres", "dir/postgres://x", "redis"] {

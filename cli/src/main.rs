@@ -57,7 +57,8 @@ enum IdFormat {
 struct ServeArgs {
     /// The session database: a redb file, or a database several servers
     /// share: postgres://USER@HOST:PORT/DB[?schema=NAME] (default schema
-    /// keel) or redis://HOST:PORT[/DB][?prefix=NAME] (default prefix keel).
+    /// keel) or redis://HOST:PORT[/DB][?prefix=NAME][&replicas=N] (default
+    /// prefix keel; replicas: acknowledge a commit once N replicas have it).
     #[arg(long, default_value = "./keel.redb")]
     db: PathBuf,
     /// Keep sessions in memory (the RAM container) instead of a file.

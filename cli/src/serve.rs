@@ -164,10 +164,22 @@ fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliErro
                 }
                 Arc::new(PostgresContainer::connect(&url, options)?)
             }
-            Database::Redis { url, prefix } => {
+            Database::Redis {
+                url,
+                prefix,
+                replicas,
+            } => {
                 let mut options = RedisOptions::new().with_expiry(expiry);
                 if let Some(prefix) = prefix {
                     options = options.with_prefix(prefix);
+                }
+                if let Some(replicas) = replicas {
+                    let replicas = replicas.parse().map_err(|_| {
+                        CliError::Usage(format!(
+                            "--db ...?replicas={replicas}: expected a number of replicas"
+                        ))
+                    })?;
+                    options = options.with_replicas(replicas);
                 }
                 Arc::new(RedisContainer::connect(&url, options)?)
             }

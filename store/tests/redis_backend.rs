@@ -162,3 +162,112 @@ fn a_read_is_one_round_trip_and_a_remembered_write_one_script() {
         );
     });
 }
+
+/// A redis-server of the test's own on a free loopback port (killed on drop).
+struct OwnRedis {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl OwnRedis {
+    fn start(args: &[&str]) -> Option<OwnRedis> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "no", "--dir", dir.path().to_str().unwrap()])
+            .args(args)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let server = OwnRedis {
+            child,
+            port,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Some(server);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn with_replicas_a_commit_is_acknowledged_only_once_a_replica_has_it() {
+    let Some(primary) = OwnRedis::start(&[]) else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "redis-server could not be started under CI=true"
+        );
+        eprintln!("SKIPPED: redis-server could not be started; this test ran nothing");
+        return;
+    };
+    let replica = OwnRedis::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()])
+        .expect("a replica");
+    let clock = ManualClock::new(now());
+    let container = RedisContainer::connect(
+        &primary.url(),
+        RedisOptions::new()
+            .with_replicas(1)
+            .with_clock(Arc::new(clock.clone())),
+    )
+    .unwrap();
+    let manager = TransactionManager::new();
+    // The replica needs a moment to sync before it acknowledges (a session
+    // whose commit was not acknowledged exists on the primary all the same:
+    // each attempt makes a new one).
+    let mut committed = None;
+    for attempt in 0..50 {
+        let key = ClientKey::from_client_id(&format!("replicated {attempt}"));
+        let mut tx = manager.begin();
+        container.declare_fresh(&mut tx, &key).unwrap();
+        container.create_session(&mut tx, &key).unwrap();
+        if tx.commit().is_ok() {
+            committed = Some(key);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let key = committed.expect("a replica in sync acknowledges the commit");
+
+    // Without the replica, a commit is never reported as success.
+    drop(replica);
+    let mut tx = manager.begin();
+    container
+        .insert(&mut tx, &key, "app", "n", SessionValue::new(1u32))
+        .unwrap();
+    let err = tx.commit().expect_err("no replica acknowledges it");
+    assert!(
+        matches!(
+            err.source_as::<keel_store::StoreError>(),
+            Some(keel_store::StoreError::CommitOutcomeUnknown { .. })
+        ),
+        "{err}"
+    );
+}

@@ -58,7 +58,11 @@ fn open_container(
             let name = PathBuf::from(container.database());
             Ok((Box::new(container), name))
         }
-        Database::Redis { url, prefix } => {
+        Database::Redis {
+            url,
+            prefix,
+            replicas,
+        } => {
             let mut options = RedisOptions::new().with_expiry(policy);
             if let Some(clock) = clock {
                 options = options.with_clock(clock);
@@ -66,6 +70,8 @@ fn open_container(
             if let Some(prefix) = prefix {
                 options = options.with_prefix(prefix.clone());
             }
+            // Admin commands wait for no replica.
+            let _ = replicas;
             let container = RedisContainer::connect(url, options)?;
             let name = PathBuf::from(container.database());
             Ok((Box::new(container), name))

@@ -42,6 +42,8 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Settings {
     pub(crate) prefix: String,
     pub(crate) connect_timeout: Duration,
+    /// Replicas that must have a commit before it is acknowledged (WAIT).
+    pub(crate) replicas: u32,
 }
 
 /// Round trips since the container was opened.
@@ -59,6 +61,7 @@ pub(crate) struct Rd {
     client: redis::Client,
     config: AsyncConnectionConfig,
     connect_timeout: Duration,
+    replicas: u32,
     /// The connection in use; `None` after it failed (the next command
     /// opens a fresh one). NOTE: own reconnection instead of the crate's
     /// `ConnectionManager`, which was seen to hang for good after the link
@@ -134,6 +137,7 @@ impl Rd {
             client,
             config,
             connect_timeout: settings.connect_timeout,
+            replicas: settings.replicas,
             connection: parking_lot::Mutex::new(None),
             commit: Script::new(scripts::COMMIT),
             sweep: Script::new(scripts::SWEEP),
@@ -355,7 +359,12 @@ impl Rd {
         };
         match answer {
             (0, 0) => Ok(None),
-            (0, tid) => Ok(Some(u64::try_from(tid).unwrap_or(0))),
+            (0, tid) => {
+                if self.replicas > 0 {
+                    self.wait_for_replicas(&mut connection).await?;
+                }
+                Ok(Some(u64::try_from(tid).unwrap_or(0)))
+            }
             (_, check) => {
                 let key = usize::try_from(check)
                     .ok()
@@ -372,6 +381,45 @@ impl Rd {
                 })
             }
         }
+    }
+
+    /// After a commit Redis applied: wait until `replicas` replicas have it
+    /// too (WAIT). Fewer within the time allowed: the commit is applied on
+    /// the primary but not as durable as asked, so its outcome is reported
+    /// unknown, never success.
+    async fn wait_for_replicas(
+        &self,
+        connection: &mut MultiplexedConnection,
+    ) -> Result<(), StoreError> {
+        let millis = u64::try_from(RESPONSE_TIMEOUT.as_millis() / 2).unwrap_or(u64::MAX);
+        let mut command = redis::cmd("WAIT");
+        command.arg(self.replicas).arg(millis);
+        let wait = command.query_async::<i64>(connection);
+        let acknowledged = match tokio::time::timeout(RESPONSE_TIMEOUT, wait).await {
+            Ok(Ok(acknowledged)) => acknowledged,
+            Ok(Err(err)) => {
+                self.broken();
+                return Err(StoreError::CommitOutcomeUnknown {
+                    source: Box::new(err),
+                });
+            }
+            Err(_) => {
+                self.broken();
+                return Err(StoreError::CommitOutcomeUnknown {
+                    source: "no answer to WAIT".into(),
+                });
+            }
+        };
+        if acknowledged < i64::from(self.replicas) {
+            return Err(StoreError::CommitOutcomeUnknown {
+                source: format!(
+                    "applied by {} but acknowledged by {acknowledged} of the {} replicas asked for within {millis} ms",
+                    self.target, self.replicas
+                )
+                .into(),
+            });
+        }
+        Ok(())
     }
 
     /// The container's now (the expiry rules' clock): a TTL is counted from

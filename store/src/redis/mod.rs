@@ -76,6 +76,7 @@ impl RedisOptions {
             settings: Settings {
                 prefix: "keel".to_owned(),
                 connect_timeout: Duration::from_secs(5),
+                replicas: 0,
             },
             remembered: 65_536,
         }
@@ -104,6 +105,16 @@ impl RedisOptions {
     /// Give up connecting after `timeout`: [`StoreError::Unavailable`].
     pub fn with_connect_timeout(mut self, timeout: Duration) -> Self {
         self.settings.connect_timeout = timeout;
+        self
+    }
+
+    /// Acknowledge a commit only once `replicas` replicas have it too
+    /// (Redis `WAIT`, up to 2.5 s); default 0: once the primary applied it.
+    /// A commit the replicas do not confirm in time is reported with an
+    /// unknown outcome ([`StoreError::CommitOutcomeUnknown`]), never as
+    /// success. NOTE: WAIT holds the container's one connection meanwhile.
+    pub fn with_replicas(mut self, replicas: u32) -> Self {
+        self.settings.replicas = replicas;
         self
     }
 
