@@ -758,37 +758,32 @@ proptest! {
 #[cfg(any(feature = "postgres", feature = "redis"))]
 const SERVER_CASES: u32 = 64;
 
-/// The PostgreSQL test drives its runner itself: the `proptest!` macro
-/// would let `PROPTEST_CASES` override the cap on the number of cases, and
-/// checking for the server once, before the cases, says "skipped" once.
-#[cfg(feature = "postgres")]
-#[test]
-fn the_postgres_container_behaves_like_the_model() {
+/// Run the model on a database server, `new` making each case's backend.
+/// The runner is driven here: the `proptest!` macro would let
+/// `PROPTEST_CASES` override the cap on the number of cases (`cases_var`
+/// sets it exactly), and the caller checks for the server once, before the
+/// cases, so "skipped" is said once.
+#[cfg(any(feature = "postgres", feature = "redis"))]
+fn run_on_a_server(test_name: &'static str, cases_var: &str, new: fn() -> Backend) {
     use proptest::test_runner::{TestRunner, contextualize_config};
 
-    if common::postgres::skip() {
-        return;
-    }
     // As the macro does: the environment's PROPTEST_* settings apply.
     let mut config = contextualize_config(ProptestConfig {
         max_shrink_iters: 2000,
         source_file: Some(file!()),
-        test_name: Some(concat!(
-            module_path!(),
-            "::the_postgres_container_behaves_like_the_model"
-        )),
+        test_name: Some(test_name),
         ..ProptestConfig::default()
     });
-    config.cases = match std::env::var("KEEL_POSTGRES_MODEL_CASES") {
+    config.cases = match std::env::var(cases_var) {
         Ok(cases) => cases
             .parse()
-            .expect("KEEL_POSTGRES_MODEL_CASES is a number of cases"),
+            .unwrap_or_else(|_| panic!("{cases_var} is a number of cases")),
         // PROPTEST_CASES (default 256), capped.
         Err(_) => config.cases.min(SERVER_CASES),
     };
     let mut runner = TestRunner::new(config);
     let result = runner.run(&ops(), |ops| {
-        run(Backend::postgres(), &ops);
+        run(new(), &ops);
         Ok(())
     });
     if let Err(err) = result {
@@ -796,37 +791,34 @@ fn the_postgres_container_behaves_like_the_model() {
     }
 }
 
-/// The same model on Redis, capped like PostgreSQL's
-/// (`KEEL_REDIS_MODEL_CASES` sets the number of cases).
+#[cfg(feature = "postgres")]
+#[test]
+fn the_postgres_container_behaves_like_the_model() {
+    if common::postgres::skip() {
+        return;
+    }
+    run_on_a_server(
+        concat!(
+            module_path!(),
+            "::the_postgres_container_behaves_like_the_model"
+        ),
+        "KEEL_POSTGRES_MODEL_CASES",
+        Backend::postgres,
+    );
+}
+
 #[cfg(feature = "redis")]
 #[test]
 fn the_redis_container_behaves_like_the_model() {
-    use proptest::test_runner::{TestRunner, contextualize_config};
-
     if common::redis_server::skip() {
         return;
     }
-    let mut config = contextualize_config(ProptestConfig {
-        max_shrink_iters: 2000,
-        source_file: Some(file!()),
-        test_name: Some(concat!(
+    run_on_a_server(
+        concat!(
             module_path!(),
             "::the_redis_container_behaves_like_the_model"
-        )),
-        ..ProptestConfig::default()
-    });
-    config.cases = match std::env::var("KEEL_REDIS_MODEL_CASES") {
-        Ok(cases) => cases
-            .parse()
-            .expect("KEEL_REDIS_MODEL_CASES is a number of cases"),
-        Err(_) => config.cases.min(SERVER_CASES),
-    };
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&ops(), |ops| {
-        run(Backend::redis(), &ops);
-        Ok(())
-    });
-    if let Err(err) = result {
-        panic!("{err}\n{runner}");
-    }
+        ),
+        "KEEL_REDIS_MODEL_CASES",
+        Backend::redis,
+    );
 }
