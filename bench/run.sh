@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # HTTP load benchmark: `keel serve` against the same page counter on
-# tower-sessions (SqliteStore on a file, PostgresStore, and MemoryStore), over
-# real HTTP on loopback, in one sitting.
+# tower-sessions (SqliteStore on a file, PostgresStore, RedisStore, and
+# MemoryStore), over real HTTP on loopback, in one sitting.
 #
 # Usage (from anywhere):
 #
@@ -9,6 +9,7 @@
 #     ROUNDS=5 DURATION=20 bench/run.sh
 #     SYSTEMS="keel ts-sqlite" bench/run.sh
 #     SYSTEMS="keel-pg ts-postgres" bench/run.sh     # the PostgreSQL pair
+#     SYSTEMS="keel-redis ts-redis" bench/run.sh     # the Redis pair
 #     CARGO_TARGET_DIR=/tmp/tb bench/run.sh  # this package built in /tmp/tb
 #
 # What it does:
@@ -34,8 +35,15 @@
 #        ts-postgres  anchor --store postgres  (tower-sessions-sqlx-store's
 #                                               PostgresStore, sqlx's default
 #                                               pool of 10; not in the default)
-#      starts the server on a free loopback port (fresh data file, or fresh
-#      PostgreSQL database), then
+#        keel-redis   keel serve --db redis://.../6?prefix=P  (Keel's Redis
+#                                               container: one script per
+#                                               commit, checked versions; not
+#                                               in the default)
+#        ts-redis     anchor --store redis     (tower-sessions-redis-store's
+#                                               RedisStore, fred pool of 6 as
+#                                               its README; not in the default)
+#      starts the server on a free loopback port (fresh data file, fresh
+#      PostgreSQL database, or fresh Redis key space), then
 #        POST phase: CONNS connections each POST once for their own cookie,
 #                    then POST /api/count for WARMUP + DURATION seconds;
 #        GET phase:  the same sessions, GET /api/count, WARMUP + DURATION s;
@@ -47,25 +55,42 @@
 #                    ~31 lost, which is only reported);
 #      checks after each phase that every session holds exactly its
 #      acknowledged count, stops the server (SIGTERM), and for the durable
-#      systems (redb file, PostgreSQL, SQLite) starts it again on the same
-#      file or database and checks every session still holds its
-#      acknowledged count (every acknowledged write durable).
+#      systems (redb file, PostgreSQL, SQLite, Redis) starts it again on the
+#      same file or database and checks every session still holds its
+#      acknowledged count (every acknowledged write durable; for Redis: out
+#      of the app's process, in Redis's memory, which survives the app's
+#      restart, not Redis's own unless Redis persists).
 #      The PostgreSQL systems need a PostgreSQL server at PG_URL (default
 #      postgres://postgres@127.0.0.1:5432, trust auth) and `psql`: each round
 #      creates a fresh database keel_bench_<system>_r<round> (the restart
 #      reuses it; dropped WITH (FORCE) after the round, and on exit), and
 #      loadgen also measures the CPU of every `postgres` process of user
-#      PG_OS_USER (postgres) over each phase;
+#      PG_OS_USER (postgres) over each phase.
+#      The Redis systems need a Redis server at REDIS_URL (default
+#      redis://127.0.0.1:6379, no database number: the script adds it) on
+#      this machine, and `redis-cli`. Other clients may share that Redis, so
+#      the script never flushes anything: keel-redis runs in database
+#      REDIS_KEEL_DB (6) under a fresh key prefix per round,
+#      keel_bench_<round>_<random> (the restart reuses it; its keys, P:*, are
+#      deleted after the round and on exit); tower-sessions' RedisStore
+#      keeps each session under its bare id (22 characters of base64url, no
+#      prefix), so ts-redis gets a database of its own, REDIS_TS_DB (5), and
+#      before and after each round (and on exit) the script deletes the keys
+#      of that database that look like such ids, and only those. loadgen
+#      measures the CPU of the redis-server process (pid from INFO server;
+#      utime + stime of all its threads) over each phase;
 #   3. prints the comparison table (medians over rounds, ratios vs targets).
 #      Columns: req/s and latency of each phase; errors; lost updates (the
 #      per-session check); race lost (200 answers) per round; durable after
-#      restart; CPU % of one core of the app server / PostgreSQL / loadgen;
-#      `app µs/req` and `pg µs/req`: CPU-microseconds per measured request of
-#      the app server and of the whole PostgreSQL server (postmaster,
-#      backends, background processes; backends that exit during a phase
-#      still count, through the postmaster's reaped-children times). On a
-#      2-core machine app, PostgreSQL and loadgen compete for the cores: the
-#      two µs/req columns show which side a request's cost is on.
+#      restart; CPU % of one core of the app server / database server (db) /
+#      loadgen; `app µs/req` and `db µs/req`: CPU-microseconds per measured
+#      request of the app server and of the database server: for PostgreSQL
+#      the whole server (postmaster, backends, background processes; backends
+#      that exit during a phase still count, through the postmaster's
+#      reaped-children times), for Redis the redis-server process (`pg
+#      µs/req` before Redis; older results files still read). On a 2-core
+#      machine app, database and loadgen compete for the cores: the two
+#      µs/req columns show which side a request's cost is on.
 #
 # Environment: ROUNDS (3), WARMUP (3), DURATION (10), CONNS (64), JOBS (1),
 # SYSTEMS ("keel keel-memory ts-sqlite ts-sqlite-wal ts-memory"),
@@ -73,8 +98,10 @@
 # the script adds it), PG_OS_USER (postgres: owner of PostgreSQL's
 # processes), PG_SETTINGS (name=value ..., set on each round's database with
 # ALTER DATABASE, for experiments: e.g. plan_cache_mode=force_generic_plan;
-# default none), KEEL_BIN (a prebuilt keel to measure instead of building
-# one), DATA_DIR (bench/data, on disk: not tmpfs), KEEL_TARGET_DIR
+# default none), REDIS_URL (redis://127.0.0.1:6379, no database number),
+# REDIS_KEEL_DB (6) and REDIS_TS_DB (5) (the Redis database numbers of
+# keel-redis and ts-redis), KEEL_BIN (a prebuilt keel to measure instead of
+# building one), DATA_DIR (bench/data, on disk: not tmpfs), KEEL_TARGET_DIR
 # (where keel-cli is built: the workspace's target/), BENCH_TARGET_DIR
 # (where this package is built: CARGO_TARGET_DIR if set, else bench/target/;
 # CARGO_TARGET_DIR applies to this package only).
@@ -83,7 +110,8 @@
 # machine's cores: read the CPU columns before trusting a small difference.
 # PostgreSQL's CPU is the whole server's: another client's load on the same
 # PostgreSQL counts too (loadgen warns when other databases' backends used
-# CPU during a phase).
+# CPU during a phase); so is Redis's (no such warning: look at INFO
+# commandstats if in doubt).
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -97,6 +125,10 @@ PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
 PG_URL=${PG_URL%/}
 PG_OS_USER=${PG_OS_USER:-postgres}
 PG_SETTINGS=${PG_SETTINGS:-}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+REDIS_URL=${REDIS_URL%/}
+REDIS_KEEL_DB=${REDIS_KEEL_DB:-6}
+REDIS_TS_DB=${REDIS_TS_DB:-5}
 
 BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$BENCH/.." && pwd)
@@ -122,6 +154,79 @@ if ((NEEDS_PG)); then
   fi
   if ! PG_VERSION=$(pg_admin 'SHOW server_version'); then
     echo "no PostgreSQL server at $PG_URL" >&2
+    exit 1
+  fi
+fi
+
+# redis_system SYSTEM: does SYSTEM keep its sessions in Redis?
+redis_system() { [[ $1 == keel-redis || $1 == ts-redis ]]; }
+
+NEEDS_REDIS=0
+for system in "${SYSTEM_LIST[@]}"; do
+  if redis_system "$system"; then NEEDS_REDIS=1; fi
+done
+# redis_cmd DB ARGS...: redis-cli on database DB of REDIS_URL.
+redis_cmd() {
+  local db=$1
+  shift
+  redis-cli -u "$REDIS_URL/$db" --no-auth-warning "$@"
+}
+# redis_info FIELD: a field of INFO (database 0: INFO is server-wide).
+redis_info() { redis_cmd 0 INFO | tr -d '\r' | sed -n "s/^$1://p"; }
+# Deletes, in one atomic script, the keys that SCAN MATCH ARGV[1] finds
+# and, unless ARGV[2] is empty, whose whole name matches the Lua pattern
+# ARGV[2]; answers how many it deleted. Never FLUSHDB or FLUSHALL: other
+# clients may keep keys in the same Redis, even in the same database.
+REDIS_DELETE_SCRIPT="local cursor, n = '0', 0
+repeat
+  local r = redis.call('SCAN', cursor, 'MATCH', ARGV[1], 'COUNT', 1000)
+  cursor = r[1]
+  for _, k in ipairs(r[2]) do
+    if ARGV[2] == '' or string.match(k, ARGV[2]) then
+      redis.call('DEL', k)
+      n = n + 1
+    end
+  end
+until cursor == '0'
+return n"
+# The keys of the running round's Redis system: database, SCAN pattern, Lua
+# pattern (see REDIS_DELETE_SCRIPT); deleted after the round and on exit.
+REDIS_KEYS=()
+# redis_delete DB MATCH LUA_PATTERN: delete those keys (see above).
+redis_delete() {
+  local deleted
+  deleted=$(redis_cmd "$1" EVAL "$REDIS_DELETE_SCRIPT" 0 "$2" "$3")
+  if [[ ! $deleted =~ ^[0-9]+$ ]]; then
+    echo "deleting the keys $2 of Redis database $1 failed: $deleted" >&2
+    return 1
+  fi
+}
+drop_redis_keys() {
+  if ((${#REDIS_KEYS[@]})); then
+    redis_delete "${REDIS_KEYS[@]}" || true
+    REDIS_KEYS=()
+  fi
+}
+# tower-sessions' session ids: 16 bytes in base64url without padding.
+TS_ID_MATCH=$(printf '?%.0s' $(seq 1 22))
+TS_ID_LUA='^[%w_%-]+$'
+if ((NEEDS_REDIS)); then
+  if ! command -v redis-cli >/dev/null; then
+    echo "the Redis systems need redis-cli" >&2
+    exit 1
+  fi
+  if [[ $REDIS_KEEL_DB == "$REDIS_TS_DB" ]]; then
+    echo "REDIS_KEEL_DB and REDIS_TS_DB must differ" >&2
+    exit 1
+  fi
+  if [[ $(redis_cmd 0 PING 2>&1) != PONG ]]; then
+    echo "no Redis server at $REDIS_URL" >&2
+    exit 1
+  fi
+  REDIS_VERSION=$(redis_info redis_version)
+  REDIS_PID=$(redis_info process_id)
+  if [[ $(cat "/proc/$REDIS_PID/comm" 2>/dev/null) != redis-server ]]; then
+    echo "the Redis at $REDIS_URL (pid $REDIS_PID) is not a redis-server process of this machine: its CPU cannot be measured" >&2
     exit 1
   fi
 fi
@@ -155,6 +260,9 @@ LOADGEN="$OUT/bin/loadgen"
   if ((NEEDS_PG)); then
     echo "postgresql: $PG_VERSION at $PG_URL (synchronous_commit=$(pg_admin 'SHOW synchronous_commit'), fsync=$(pg_admin 'SHOW fsync'), max_connections=$(pg_admin 'SHOW max_connections'))"
     if [[ -n $PG_SETTINGS ]]; then echo "per-database settings (PG_SETTINGS): $PG_SETTINGS"; fi
+  fi
+  if ((NEEDS_REDIS)); then
+    echo "redis: $REDIS_VERSION at $REDIS_URL, pid $REDIS_PID (save=\"$(redis_cmd 0 CONFIG GET save | sed -n 2p)\", appendonly=$(redis_cmd 0 CONFIG GET appendonly | sed -n 2p), io-threads=$(redis_cmd 0 CONFIG GET io-threads | sed -n 2p)); keel-redis in database $REDIS_KEEL_DB, ts-redis in $REDIS_TS_DB"
   fi
   echo "rounds=$ROUNDS warmup=${WARMUP}s duration=${DURATION}s connections=$CONNS"
 } | tee "$OUT/machine.txt"
@@ -206,32 +314,39 @@ drop_pg_db() {
 cleanup() {
   stop_server
   drop_pg_db
+  drop_redis_keys
 }
 trap cleanup EXIT
 
-# server_cmd SYSTEM DATA: the command line of SYSTEM's server; DATA is a file
-# path, or a PostgreSQL URL for the PostgreSQL systems.
+# server_cmd SYSTEM DATA: set SERVER_CMD to the command line of SYSTEM's
+# server (an array: a Redis URL holds a `?`, never glob-expanded); DATA is a
+# file path, or a PostgreSQL or Redis URL for the systems on those.
+SERVER_CMD=()
 server_cmd() {
   case $1 in
-    keel-pg) echo "$KEEL serve --db $2 --addr 127.0.0.1:0" ;;
-    ts-postgres) echo "$ANCHOR --store postgres --pg-url $2 --addr 127.0.0.1:0" ;;
-    keel) echo "$KEEL serve --db $2 --addr 127.0.0.1:0" ;;
-    keel-memory) echo "$KEEL serve --memory --addr 127.0.0.1:0" ;;
-    ts-sqlite) echo "$ANCHOR --store sqlite --db $2 --addr 127.0.0.1:0" ;;
-    ts-sqlite-wal) echo "$ANCHOR --store sqlite --sqlite-wal --db $2 --addr 127.0.0.1:0" ;;
-    ts-memory) echo "$ANCHOR --store memory --addr 127.0.0.1:0" ;;
-    keel-lib) echo "$ANCHOR --store keel --db $2 --addr 127.0.0.1:0" ;;
+    keel-pg | keel-redis | keel) SERVER_CMD=("$KEEL" serve --db "$2") ;;
+    ts-postgres) SERVER_CMD=("$ANCHOR" --store postgres --pg-url "$2") ;;
+    ts-redis) SERVER_CMD=("$ANCHOR" --store redis --redis-url "$2") ;;
+    keel-memory) SERVER_CMD=("$KEEL" serve --memory) ;;
+    ts-sqlite) SERVER_CMD=("$ANCHOR" --store sqlite --db "$2") ;;
+    ts-sqlite-wal) SERVER_CMD=("$ANCHOR" --store sqlite --sqlite-wal --db "$2") ;;
+    ts-memory) SERVER_CMD=("$ANCHOR" --store memory) ;;
+    keel-lib) SERVER_CMD=("$ANCHOR" --store keel --db "$2") ;;
     *)
       echo "unknown system $1" >&2
       return 1
       ;;
   esac
+  SERVER_CMD+=(--addr 127.0.0.1:0)
 }
+# Every system's name is checked before the first round.
+for system in "${SYSTEM_LIST[@]}"; do server_cmd "$system" x; done
 
-# durable SYSTEM: is every acknowledged write meant to survive a restart?
+# durable SYSTEM: is every acknowledged write meant to survive a restart (of
+# the app server)?
 durable() {
   case $1 in
-    keel | keel-lib | keel-pg | ts-sqlite | ts-sqlite-wal | ts-postgres) return 0 ;;
+    keel | keel-lib | keel-pg | keel-redis | ts-sqlite | ts-sqlite-wal | ts-postgres | ts-redis) return 0 ;;
     *) return 1 ;;
   esac
 }
@@ -242,7 +357,7 @@ for round in $(seq 1 "$ROUNDS"); do
   for k in $(seq 0 $((n - 1))); do
     system=${SYSTEM_LIST[$(((k + round - 1) % n))]}
     state="$OUT/$system-r$round.state"
-    pg_args=()
+    db_args=()
     if pg_system "$system"; then
       # A fresh database per round; a leftover of an aborted run goes first.
       PG_DB="keel_bench_${system//-/_}_r$round"
@@ -252,36 +367,53 @@ for round in $(seq 1 "$ROUNDS"); do
         pg_admin "ALTER DATABASE $PG_DB SET ${setting%%=*} = '${setting#*=}'"
       done
       data="$PG_URL/$PG_DB"
-      pg_args=(--pg-user "$PG_OS_USER" --pg-db "$PG_DB")
+      db_args=(--pg-user "$PG_OS_USER" --pg-db "$PG_DB")
+    elif redis_system "$system"; then
+      if [[ $system == keel-redis ]]; then
+        # A fresh key prefix per round, in Keel's database.
+        prefix="keel_bench_${round}_$(od -An -N4 -tx4 /dev/urandom | tr -d ' ')"
+        REDIS_KEYS=("$REDIS_KEEL_DB" "$prefix:*" "")
+        data="$REDIS_URL/$REDIS_KEEL_DB?prefix=$prefix"
+      else
+        # tower-sessions' ids in its own database; a leftover of an aborted
+        # run goes first.
+        REDIS_KEYS=("$REDIS_TS_DB" "$TS_ID_MATCH" "$TS_ID_LUA")
+        data="$REDIS_URL/$REDIS_TS_DB"
+      fi
+      redis_delete "${REDIS_KEYS[@]}"
+      # Again each round: a restarted Redis has another pid.
+      REDIS_PID=$(redis_info process_id)
+      db_args=(--db-pid "$REDIS_PID")
     else
       data="$OUT/$system-r$round.db"
     fi
     echo "== round $round: $system"
-    # shellcheck disable=SC2046
-    start_server "$OUT/$system-r$round.log" $(server_cmd "$system" "$data")
+    server_cmd "$system" "$data"
+    start_server "$OUT/$system-r$round.log" "${SERVER_CMD[@]}"
     common=(--url "$SERVER_URL" --state "$state" --system "$system" --round "$round" --results "$RESULTS")
     "$LOADGEN" run "${common[@]}" --method post --fresh --connections "$CONNS" \
-      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" "${pg_args[@]}" || FAILED=1
+      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" "${db_args[@]}" || FAILED=1
     "$LOADGEN" run "${common[@]}" --method get --connections "$CONNS" \
-      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" "${pg_args[@]}" || FAILED=1
+      --warmup "$WARMUP" --duration "$DURATION" --server-pid "$SERVER_PID" "${db_args[@]}" || FAILED=1
     # `keel serve` retries conflicts until all 32 increments succeed: none
     # may be lost or refused. tower-sessions loses them (last writer wins)
     # and keel-lib (the library's default of 3 attempts) refuses some with
     # 503: measured and reported, not a failure of the run.
     race_args=()
-    case $system in keel | keel-memory | keel-pg) race_args=(--expect-no-loss) ;; esac
+    case $system in keel | keel-memory | keel-pg | keel-redis) race_args=(--expect-no-loss) ;; esac
     "$LOADGEN" race --url "$SERVER_URL" --system "$system" --round "$round" \
       --results "$RESULTS" --clients "$RACE_CLIENTS" "${race_args[@]}" || FAILED=1
     stop_server
     if durable "$system"; then
-      # shellcheck disable=SC2046
-      start_server "$OUT/$system-r$round-restart.log" $(server_cmd "$system" "$data")
+      start_server "$OUT/$system-r$round-restart.log" "${SERVER_CMD[@]}"
       "$LOADGEN" verify --url "$SERVER_URL" --state "$state" --system "$system" \
         --round "$round" --results "$RESULTS" || FAILED=1
       stop_server
     fi
     if pg_system "$system"; then
       drop_pg_db
+    elif redis_system "$system"; then
+      drop_redis_keys
     else
       rm -f "$data" "$data-wal" "$data-shm" "$data-journal"
     fi

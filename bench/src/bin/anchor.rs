@@ -25,6 +25,16 @@
 //!   the session layer reads the record, the handler changes it, and the
 //!   layer writes it back whole, so concurrent requests of one session race
 //!   (last writer wins).
+//! - `redis`: tower-sessions-redis-store's `RedisStore` on `--redis-url`
+//!   (`redis://HOST:PORT/DB`), through a fred `Pool` of 6 clients built as
+//!   the store's README does (`Pool::new(config, None, None, None, 6)`, the
+//!   config from the URL, fred's defaults otherwise). A session is one
+//!   Redis string under the bare session id (no prefix: give it a database
+//!   of its own), the MessagePack-encoded record, written with `SET ... XX
+//!   EXAT`; each acknowledged write is one `SET` that Redis has applied
+//!   (durable for as long as Redis runs, or as Redis's own persistence
+//!   makes it). Read, change, write back whole: last writer wins, as with
+//!   the SQL stores.
 //! - `memory`: tower-sessions' `MemoryStore` (a mutex-guarded `HashMap`).
 //! - `keel`: not tower-sessions but Keel's library (`SessionLayer` over a
 //!   `RedbContainer` on `--db`), with the same two handlers as `inproc`:
@@ -57,6 +67,10 @@ use keel_store::{RedbContainer, SessionAdmin as _};
 use serde::Serialize;
 use tokio::net::TcpListener;
 use tower_sessions::{MemoryStore, Session, SessionManagerLayer, SessionStore};
+use tower_sessions_redis_store::{
+    RedisStore,
+    fred::prelude::{ClientLike as _, Config, Pool},
+};
 use tower_sessions_sqlx_store::{
     PostgresStore, SqliteStore,
     sqlx::{
@@ -92,6 +106,10 @@ struct Args {
     /// `postgres://USER@HOST:PORT/DB`; it must exist.
     #[arg(long, required_if_eq("store", "postgres"))]
     pg_url: Option<String>,
+    /// The Redis database (`--store redis`), `redis://HOST:PORT/DB`. The
+    /// store's keys are bare session ids: use a database number of its own.
+    #[arg(long, required_if_eq("store", "redis"))]
+    redis_url: Option<String>,
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8081")]
     addr: SocketAddr,
@@ -103,6 +121,8 @@ enum StoreKind {
     Sqlite,
     /// tower-sessions-sqlx-store's `PostgresStore`, on `--pg-url`.
     Postgres,
+    /// tower-sessions-redis-store's `RedisStore`, on `--redis-url`.
+    Redis,
     /// tower-sessions' `MemoryStore`.
     Memory,
     /// Keel's library (no tower-sessions): `SessionLayer` over a redb file.
@@ -164,6 +184,22 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             store.migrate().await?;
             let served = serve(args.addr, store).await;
             pool.close().await;
+            served
+        }
+        StoreKind::Redis => {
+            let url = args
+                .redis_url
+                .as_deref()
+                .ok_or("--store redis needs --redis-url")?;
+            // The store's README: `Pool::new(Config::default(), None, None,
+            // None, 6)`, connect, wait; here the config comes from the URL
+            // (for the database number), fred's defaults otherwise.
+            let pool = Pool::new(Config::from_url(url)?, None, None, None, 6)?;
+            let connection = pool.connect();
+            pool.wait_for_connect().await?;
+            let served = serve(args.addr, RedisStore::new(pool.clone())).await;
+            pool.quit().await?;
+            connection.await??;
             served
         }
     }

@@ -12,7 +12,9 @@
 //!   each connection's stored count equals the number of successful `POST`s
 //!   it made: the no-lost-update check. With `--pg-user postgres` it also
 //!   reports the CPU of the PostgreSQL server (see "PostgreSQL's CPU" below),
-//!   and both CPUs as CPU-microseconds per request.
+//!   with `--db-pid PID` that of a database server that is one process (a
+//!   `redis-server`: utime + stime of all its threads), and both CPUs, the
+//!   app's and the database's, as CPU-microseconds per request.
 //! - `loadgen race`: one session, then `--clients` (32) connections fire one
 //!   `POST` each with that cookie at the same moment; reports how many were
 //!   answered 200 and `lost` = clients - (final count - initial count): the
@@ -140,6 +142,10 @@ struct RunArgs {
     /// backends of other databases are reported as interference.
     #[arg(long, requires = "pg_user")]
     pg_db: Option<String>,
+    /// Also report the CPU of this database server process (a
+    /// `redis-server`: utime + stime of all its threads) as the database's.
+    #[arg(long, conflicts_with = "pg_user")]
+    db_pid: Option<u32>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -194,15 +200,17 @@ struct RunResult {
     verified: bool,
     loadgen_cpu_pct: Option<f64>,
     server_cpu_pct: Option<f64>,
-    /// CPU of all PostgreSQL server processes over the window, % of a core.
-    #[serde(default)]
-    pg_cpu_pct: Option<f64>,
+    /// CPU of the database server over the window, % of a core: all
+    /// PostgreSQL server processes, or the `--db-pid` process (Redis).
+    /// (`pg_cpu_pct` in results files of before Redis.)
+    #[serde(default, alias = "pg_cpu_pct")]
+    db_cpu_pct: Option<f64>,
     /// CPU-microseconds of the app server per measured request.
     #[serde(default)]
     app_us_per_req: Option<f64>,
-    /// CPU-microseconds of PostgreSQL per measured request.
-    #[serde(default)]
-    pg_us_per_req: Option<f64>,
+    /// CPU-microseconds of the database server per measured request.
+    #[serde(default, alias = "pg_us_per_req")]
+    db_us_per_req: Option<f64>,
     /// CPU of client backends of other databases over the window (someone
     /// else's load on the same PostgreSQL), % of a core.
     #[serde(default)]
@@ -552,6 +560,8 @@ struct CpuMark {
     own: Option<u64>,
     server: Option<u64>,
     pg: Option<PgSample>,
+    /// The `--db-pid` process (Redis).
+    db: Option<u64>,
 }
 
 /// CPU over a window, each in % of one core.
@@ -559,18 +569,20 @@ struct CpuMark {
 struct CpuUse {
     loadgen: Option<f64>,
     server: Option<f64>,
-    pg: Option<f64>,
+    /// The database server: PostgreSQL's processes, or the `--db-pid` one.
+    db: Option<f64>,
     pg_foreign: Option<f64>,
     pg_backends: Option<usize>,
 }
 
 impl CpuMark {
-    fn now(server_pid: Option<u32>, pg: Option<&PgProbe>) -> Self {
+    fn now(server_pid: Option<u32>, pg: Option<&PgProbe>, db_pid: Option<u32>) -> Self {
         CpuMark {
             at: Instant::now(),
             own: cpu_ticks("self"),
             server: server_pid.and_then(|pid| cpu_ticks(&pid.to_string())),
             pg: pg.and_then(PgProbe::sample),
+            db: db_pid.and_then(|pid| cpu_ticks(&pid.to_string())),
         }
     }
 
@@ -599,7 +611,7 @@ impl CpuMark {
         CpuUse {
             loadgen: diff(self.own, start.own),
             server: diff(self.server, start.server),
-            pg,
+            db: pg.or_else(|| diff(self.db, start.db)),
             pg_foreign,
             pg_backends,
         }
@@ -777,6 +789,12 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         )
         .into());
     }
+    let db_pid = args.db_pid;
+    if let Some(pid) = db_pid
+        && cpu_ticks(&pid.to_string()).is_none()
+    {
+        return Err(format!("--db-pid {pid}: no such process in /proc").into());
+    }
     let saved = match &common.state {
         Some(path) if !args.fresh && path.exists() => {
             let saved = read_state(path)?;
@@ -829,7 +847,7 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
     // processes takes a few milliseconds that the connections should not
     // wait for.
     let mark = move |probe: Option<PgProbe>| async move {
-        tokio::task::spawn_blocking(move || CpuMark::now(server_pid, probe.as_ref())).await
+        tokio::task::spawn_blocking(move || CpuMark::now(server_pid, probe.as_ref(), db_pid)).await
     };
     let marks = tokio::spawn({
         let probe = probe.clone();
@@ -856,7 +874,7 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         let (i, pair) = joined?;
         finished[i] = Some(pair);
     }
-    let all_done = CpuMark::now(server_pid, probe.as_ref());
+    let all_done = CpuMark::now(server_pid, probe.as_ref(), db_pid);
     let (first_mark, last_mark) = marks.await??;
     let cpu = last_mark.as_ref().unwrap_or(&all_done).since(&first_mark);
     let seconds = match args.requests {
@@ -948,9 +966,9 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         verified,
         loadgen_cpu_pct: cpu.loadgen,
         server_cpu_pct: cpu.server,
-        pg_cpu_pct: cpu.pg,
+        db_cpu_pct: cpu.db,
         app_us_per_req: per_request(cpu.server),
-        pg_us_per_req: per_request(cpu.pg),
+        db_us_per_req: per_request(cpu.db),
         pg_foreign_cpu_pct: cpu.pg_foreign,
         pg_backends: cpu.pg_backends,
         race: None,
@@ -999,10 +1017,15 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
         "  cpu over the window (100% = one core): loadgen {}, server {}{}",
         fmt_pct(cpu.loadgen),
         fmt_pct(cpu.server),
-        match cpu.pg {
-            Some(_) => format!(
+        match (cpu.db, &probe) {
+            (Some(_), None) => format!(
+                ", db (pid {}) {}",
+                db_pid.unwrap_or_default(),
+                fmt_pct(cpu.db)
+            ),
+            (Some(_), Some(_)) => format!(
                 ", postgres {} ({} backends of the app's database{})",
-                fmt_pct(cpu.pg),
+                fmt_pct(cpu.db),
                 cpu.pg_backends
                     .map_or_else(|| "?".to_owned(), |n| n.to_string()),
                 match cpu.pg_foreign {
@@ -1012,14 +1035,18 @@ async fn run(args: RunArgs) -> Result<bool, BoxError> {
                     _ => String::new(),
                 }
             ),
-            None => String::new(),
+            (None, _) => String::new(),
         }
     );
     println!(
         "  cpu per request: app {} µs{}",
         fmt_us(result.app_us_per_req),
-        match result.pg_us_per_req {
-            Some(_) => format!(", postgres {} µs", fmt_us(result.pg_us_per_req)),
+        match result.db_us_per_req {
+            Some(_) => format!(
+                ", {} {} µs",
+                if probe.is_some() { "postgres" } else { "db" },
+                fmt_us(result.db_us_per_req)
+            ),
             None => String::new(),
         }
     );
@@ -1102,9 +1129,9 @@ async fn verify(args: VerifyArgs) -> Result<bool, BoxError> {
         verified: bad.is_empty(),
         loadgen_cpu_pct: None,
         server_cpu_pct: None,
-        pg_cpu_pct: None,
+        db_cpu_pct: None,
         app_us_per_req: None,
-        pg_us_per_req: None,
+        db_us_per_req: None,
         pg_foreign_cpu_pct: None,
         pg_backends: None,
         race: None,
@@ -1245,9 +1272,9 @@ async fn race(args: RaceArgs) -> Result<bool, BoxError> {
         verified: no_loss,
         loadgen_cpu_pct: None,
         server_cpu_pct: None,
-        pg_cpu_pct: None,
+        db_cpu_pct: None,
         app_us_per_req: None,
-        pg_us_per_req: None,
+        db_us_per_req: None,
         pg_foreign_cpu_pct: None,
         pg_backends: None,
         race: Some(outcome),
@@ -1262,10 +1289,11 @@ async fn race(args: RaceArgs) -> Result<bool, BoxError> {
 // `table`
 
 /// The systems in table order: (label in the results, name in the table).
-const SYSTEMS: [(&str, &str); 8] = [
+const SYSTEMS: [(&str, &str); 10] = [
     ("keel", "Keel, redb file (durable)"),
     ("keel-memory", "Keel `--memory`"),
     ("keel-pg", "Keel, PostgreSQL (durable)"),
+    ("keel-redis", "Keel, Redis"),
     ("keel-lib", "Keel library on redb (no `keel serve` extras)"),
     ("ts-sqlite", "tower-sessions SqliteStore (sqlx defaults)"),
     ("ts-sqlite-wal", "tower-sessions SqliteStore, WAL"),
@@ -1273,6 +1301,7 @@ const SYSTEMS: [(&str, &str); 8] = [
         "ts-postgres",
         "tower-sessions PostgresStore (sqlx pool of 10)",
     ),
+    ("ts-redis", "tower-sessions RedisStore (fred pool of 6)"),
     ("ts-memory", "tower-sessions MemoryStore"),
 ];
 
@@ -1303,7 +1332,7 @@ fn table(path: &Path) -> Result<bool, BoxError> {
     let rounds = results.iter().map(|r| r.round).max().unwrap_or(0);
     println!("Medians over {rounds} round(s); req/s as median (min-max).\n");
     println!(
-        "| system | POST req/s | POST p50 ms | POST p99 ms | GET req/s | GET p50 ms | GET p99 ms | errors | lost updates | race: lost (200s), per round | durable after restart | CPU % app / pg / loadgen (POST; GET) | app µs/req (POST; GET) | pg µs/req (POST; GET) |"
+        "| system | POST req/s | POST p50 ms | POST p99 ms | GET req/s | GET p50 ms | GET p99 ms | errors | lost updates | race: lost (200s), per round | durable after restart | CPU % app / db / loadgen (POST; GET) | app µs/req (POST; GET) | db µs/req (POST; GET) |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let mut all_ok = true;
@@ -1344,7 +1373,7 @@ fn table(path: &Path) -> Result<bool, BoxError> {
             format!(
                 "{} / {} / {}",
                 opt(rs, |r| r.server_cpu_pct),
-                opt(rs, |r| r.pg_cpu_pct),
+                opt(rs, |r| r.db_cpu_pct),
                 opt(rs, |r| r.loadgen_cpu_pct)
             )
         };
@@ -1412,8 +1441,8 @@ fn table(path: &Path) -> Result<bool, BoxError> {
             cpu(&get),
             opt(&post, app_us),
             opt(&get, app_us),
-            opt(&post, |r| r.pg_us_per_req),
-            opt(&get, |r| r.pg_us_per_req),
+            opt(&post, |r| r.db_us_per_req),
+            opt(&get, |r| r.db_us_per_req),
         );
     }
 
@@ -1440,14 +1469,29 @@ fn table(path: &Path) -> Result<bool, BoxError> {
     };
     println!(
         "\nCPU % is of one core over the measured window. app µs/req: CPU-microseconds of the app server per \
-         measured request; pg µs/req: of the whole PostgreSQL server (postmaster, backends, WAL writer, \
-         checkpointer; exited backends through the postmaster's reaped-children times), for the systems \
-         on PostgreSQL. race: one session, N concurrent POSTs (`loadgen race`), lost = N - (final - \
+         measured request; db µs/req: of the database server, for the systems on PostgreSQL the whole \
+         PostgreSQL server (postmaster, backends, WAL writer, checkpointer; exited backends through the \
+         postmaster's reaped-children times), for the systems on Redis the redis-server process (all its \
+         threads). race: one session, N concurrent POSTs (`loadgen race`), lost = N - (final - \
          initial count), then how many were answered 200."
     );
     println!("\n| ratio (req/s) | median | per-round range | target | met |");
     println!("|---|---|---|---|---|");
-    let checks: [(&str, &str, Phase, f64, &str); 9] = [
+    let checks: [(&str, &str, Phase, f64, &str); 11] = [
+        (
+            "keel-redis",
+            "ts-redis",
+            Phase::Post,
+            1.0,
+            "Keel Redis POST / tower-sessions RedisStore POST",
+        ),
+        (
+            "keel-redis",
+            "ts-redis",
+            Phase::Get,
+            1.0,
+            "Keel Redis GET / tower-sessions RedisStore GET",
+        ),
         (
             "keel-pg",
             "ts-postgres",
