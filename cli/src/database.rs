@@ -1,5 +1,6 @@
 //! What `--db` names: a redb file (a path), or a database server (a URL
-//! whose scheme picks the backend: `postgres://`, `redis://`).
+//! whose scheme picks the backend: `postgres://`, `redis://`,
+//! `redis+cluster://`).
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +16,8 @@ pub(crate) enum Database {
         url: String,
         schema: Option<String>,
     },
-    /// A Redis server (`redis://HOST:PORT[/DB]`), the prefix of Keel's keys
+    /// A Redis server (`redis://HOST:PORT[/DB]`) or Redis Cluster
+    /// (`redis+cluster://HOST:PORT[,HOST:PORT...]`), the prefix of Keel's keys
     /// (`?prefix=NAME`; default `keel`), and how many replicas must have a
     /// commit before it is acknowledged (`?replicas=N`; default 0).
     Redis {
@@ -54,7 +56,7 @@ impl Database {
                 let (url, schema) = take_parameter(url, "schema");
                 Database::Postgres { url, schema }
             }
-            Some(url) if url.starts_with("redis://") => {
+            Some(url) if url.starts_with("redis://") || url.starts_with("redis+cluster://") => {
                 let (url, prefix) = take_parameter(url, "prefix");
                 let (url, replicas) = take_parameter(&url, "replicas");
                 Database::Redis {
@@ -96,6 +98,16 @@ mod tests {
                 url: "redis://127.0.0.1:6379/2".to_owned(),
                 prefix: Some("app".to_owned()),
                 replicas: Some("1".to_owned())
+            }
+        );
+        assert_eq!(
+            Database::from_arg(Path::new(
+                "redis+cluster://10.0.0.1:7000,10.0.0.2:7000?prefix=app"
+            )),
+            Database::Redis {
+                url: "redis+cluster://10.0.0.1:7000,10.0.0.2:7000".to_owned(),
+                prefix: Some("app".to_owned()),
+                replicas: None
             }
         );
         for path in ["./keel.redb", "postgres", "dir/postgres://x", "redis"] {

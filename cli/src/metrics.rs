@@ -296,6 +296,10 @@ impl SessionContainer for TimedContainer {
         self.inner.declare_fresh(tx, client)
     }
 
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        self.inner.can_rename(from, to)
+    }
+
     fn session(
         &self,
         tx: &mut Transaction,

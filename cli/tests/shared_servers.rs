@@ -21,7 +21,7 @@ use std::{
 
 use common::{
     Dir, Server,
-    shared::{Proxy, SharedDb, TestDatabase, TestPrefix},
+    shared::{Proxy, SharedDb, TestClusterPrefix, TestDatabase, TestPrefix},
 };
 
 /// `keel serve --db URL --admin-token-file DIR/token ARGS`.
@@ -333,6 +333,27 @@ macro_rules! on_every_shared_database {
             $( #[test] fn $test() { super::$test::<super::TestPrefix>() } )*
         }
     };
+}
+
+/// On the three-master Redis Cluster: every test that needs no proxy in
+/// front of the database (a cluster client learns the nodes' addresses from
+/// the cluster and would go around it).
+mod redis_cluster {
+    use super::TestClusterPrefix;
+
+    macro_rules! on_the_cluster {
+        ($($test:ident),* $(,)?) => {
+            $( #[test] fn $test() { super::$test::<TestClusterPrefix>() } )*
+        };
+    }
+
+    on_the_cluster!(
+        two_servers_share_cookies_and_lose_no_concurrent_increment,
+        revoking_a_principal_on_one_server_ends_its_sessions_on_the_other,
+        kill_9_of_one_server_during_a_burst_loses_no_acknowledged_write,
+        an_unreachable_database_at_start_is_a_clear_error_within_30_s,
+        keel_sessions_manages_the_database_while_servers_run,
+    );
 }
 
 on_every_shared_database!(

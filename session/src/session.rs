@@ -4,7 +4,7 @@
 use std::{fmt, sync::Arc};
 
 use http::{HeaderMap, Method};
-use keel_store::{ClientKey, SessionContainer};
+use keel_store::{ClientKey, SessionContainer, StoreError};
 use keel_txn::{ThreadHandle, Transaction};
 use parking_lot::Mutex;
 use serde::de::DeserializeOwned;
@@ -286,7 +286,10 @@ impl Session {
                 return Ok(key);
             }
         }
-        let id = self.context().ids.mint(&state.method)?;
+        // NOTE: a transaction that read the dead `current_key` and creates
+        // the new one must be able to commit both (on a Redis Cluster: one
+        // bucket).
+        let id = self.mint_movable(&state.method, current_key.as_ref())?;
         let key = id.key();
         container.declare_fresh(tx, &key)?;
         container.create_session(tx, &key)?;
@@ -349,7 +352,7 @@ impl Session {
         let state = &mut *state;
         let current_key = state.current_key();
         let tx = state.tx.as_mut().ok_or(SessionError::RequestFinished)?;
-        let new_id = self.context().ids.mint(&state.method)?;
+        let new_id = self.mint_movable(&state.method, current_key.as_ref())?;
         let new_key = new_id.key();
         for container in self.context().containers.containers() {
             container.declare_fresh(tx, &new_key)?;
@@ -374,6 +377,36 @@ impl Session {
         state.known_live = true;
         state.cookie = CookieAction::Set;
         Ok(())
+    }
+
+    /// A fresh id that every container can move the session `from` to (see
+    /// [`SessionContainer::can_rename`]: on a Redis Cluster one in the same
+    /// bucket, about 256 draws; elsewhere the first), so that one
+    /// transaction can commit both.
+    fn mint_movable(
+        &self,
+        method: &Method,
+        from: Option<&ClientKey>,
+    ) -> Result<ClientId, SessionError> {
+        /// Draws before giving up: (255/256)^65536 is about e^-256, so
+        /// reaching it means a container refuses every key.
+        const DRAWS: u32 = 65_536;
+        let ids = &self.context().ids;
+        let Some(from) = from else {
+            return ids.mint(method);
+        };
+        let containers = self.context().containers.containers();
+        for _ in 0..DRAWS {
+            let id = ids.mint(method)?;
+            let key = id.key();
+            if containers.iter().all(|c| c.can_rename(from, &key)) {
+                return Ok(id);
+            }
+        }
+        Err(SessionError::Store(StoreError::InvalidInput {
+            what: "new session id",
+            reason: format!("no container accepted a move of the session in {DRAWS} draws"),
+        }))
     }
 
     /// Attach `principal` (a user name) to the session in every container

@@ -136,6 +136,24 @@ pub trait SessionContainer: SessionAdmin + Send + Sync + fmt::Debug + 'static {
         Ok(None)
     }
 
+    /// Whether a [`rename_session`](Self::rename_session) from `from` to
+    /// `to` can commit in this container. Every container answers `true`
+    /// except one on a Redis Cluster, where a commit runs on one hash slot
+    /// and so a session moves only within its bucket (the first byte of its
+    /// key). Whoever mints a new id for a session (`Session::cycle_id`)
+    /// draws until every container accepts it (about 256 draws there).
+    ///
+    /// ```
+    /// use keel_store::{ClientKey, RamContainer, SessionContainer};
+    /// let container = RamContainer::new();
+    /// let (a, b) = (ClientKey::from_client_id("a"), ClientKey::from_client_id("b"));
+    /// assert!(container.can_rename(&a, &b));
+    /// ```
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        let _ = (from, to);
+        true
+    }
+
     /// `client` was just minted from fresh randomness (128 bits or more), so
     /// no session exists under it: a container may take it as absent without
     /// reading it. Its commit still checks that it is.

@@ -15,7 +15,7 @@ use std::{
 
 use common::redis_server::{Prefix, run, skip, url};
 use keel_store::{
-    ClientKey, ExpiryPolicy, ManualClock, ReadAhead, RedisContainer, RedisOptions,
+    ClientKey, ExpiryPolicy, ManualClock, ReadAhead, RedisContainer, RedisOptions, SessionAdmin,
     SessionContainer, SessionValue,
 };
 use keel_txn::{TransactionManager, commit_without_blocking};
@@ -270,4 +270,92 @@ fn with_replicas_a_commit_is_acknowledged_only_once_a_replica_has_it() {
         ),
         "{err}"
     );
+}
+
+/// A key in bucket `bucket` (the first byte of the key).
+fn key_in_bucket(bucket: u8, name: &str) -> ClientKey {
+    (0u32..)
+        .map(|draw| ClientKey::from_client_id(&format!("{name}-{draw}")))
+        .find(|key| key.as_bytes()[0] == bucket)
+        .expect("one of 2^32 draws lands in the bucket")
+}
+
+#[test]
+fn on_a_cluster_sessions_spread_over_the_nodes_and_a_commit_stays_in_one_slot() {
+    if common::redis_server::skip_cluster() {
+        return;
+    }
+    let prefix = Prefix::on_cluster();
+    let container = RedisContainer::connect(
+        &common::redis_server::cluster_url(),
+        RedisOptions::new().with_prefix(prefix.name.clone()),
+    )
+    .unwrap();
+    let manager = TransactionManager::new();
+
+    // Sessions of many buckets land on every node, and the admin view,
+    // which asks every bucket, finds them all.
+    let keys: Vec<ClientKey> = (0..48)
+        .map(|n| ClientKey::from_client_id(&format!("spread-{n}")))
+        .collect();
+    for key in &keys {
+        let mut tx = manager.begin();
+        container.create_session(&mut tx, key).unwrap();
+        container
+            .insert(&mut tx, key, "app", "n", SessionValue::new(1_i64))
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let per_node: Vec<u64> = common::redis_server::cluster_nodes()
+        .iter()
+        .map(|node| {
+            let pattern = format!("{}:*:s:*", prefix.name);
+            common::redis_server::run_on(node, |c| {
+                redis::cmd("KEYS")
+                    .arg(&pattern)
+                    .query::<Vec<String>>(c)
+                    .map(|k| k.len() as u64)
+            })
+            .unwrap()
+        })
+        .collect();
+    assert_eq!(per_node.iter().sum::<u64>(), 48, "{per_node:?}");
+    assert!(per_node.iter().all(|&n| n > 0), "{per_node:?}");
+    assert_eq!(container.stats().unwrap().sessions, 48);
+    assert_eq!(container.delete_sessions(&keys[..40]).unwrap(), 40);
+    assert_eq!(container.list_sessions(None, 100).unwrap().len(), 8);
+
+    // A transaction over two buckets is refused whole, with a typed error
+    // that says what to do; nothing of it is written.
+    let (a, b) = (key_in_bucket(1, "a"), key_in_bucket(2, "b"));
+    let mut tx = manager.begin();
+    container.create_session(&mut tx, &a).unwrap();
+    container.create_session(&mut tx, &b).unwrap();
+    let err = tx.commit().unwrap_err().to_string();
+    assert!(
+        err.contains("commit each session in a transaction of its own"),
+        "{err}"
+    );
+    let mut tx = manager.begin();
+    assert!(container.session(&mut tx, &a).unwrap().is_none());
+    assert!(container.session(&mut tx, &b).unwrap().is_none());
+    drop(tx);
+
+    // A session moves only within its bucket; there, with its data.
+    let c = key_in_bucket(1, "c");
+    assert!(!container.can_rename(&a, &b));
+    assert!(container.can_rename(&a, &c));
+    let mut tx = manager.begin();
+    container.create_session(&mut tx, &a).unwrap();
+    container
+        .insert(&mut tx, &a, "app", "n", SessionValue::new(7_i64))
+        .unwrap();
+    tx.commit().unwrap();
+    let mut tx = manager.begin();
+    container.rename_session(&mut tx, &a, &c).unwrap();
+    tx.commit().unwrap();
+    let mut tx = manager.begin();
+    assert!(container.session(&mut tx, &a).unwrap().is_none());
+    let n = container.get(&mut tx, &c, "app", "n").unwrap().unwrap();
+    assert_eq!(n.to_typed::<i64>().unwrap(), 7);
 }

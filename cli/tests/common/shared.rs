@@ -132,6 +132,120 @@ impl Drop for TestPrefix {
     }
 }
 
+/// The three-master Redis Cluster's nodes (`scripts/redis-cluster.sh`).
+pub(crate) const CLUSTER_NODES: [&str; 3] =
+    ["127.0.0.1:17001", "127.0.0.1:17002", "127.0.0.1:17003"];
+
+/// A Redis key prefix of this test's own on the Redis Cluster; its keys are
+/// deleted on drop. No proxy: a cluster client learns the nodes' own
+/// addresses from the cluster, so it would go around one.
+pub(crate) struct TestClusterPrefix {
+    pub(crate) name: String,
+}
+
+fn node_run<T>(
+    node: &str,
+    work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+) -> Result<T, String> {
+    let client = redis::Client::open(format!("redis://{node}")).map_err(|e| e.to_string())?;
+    let mut connection = client
+        .get_connection_with_timeout(Duration::from_secs(3))
+        .map_err(|e| e.to_string())?;
+    work(&mut connection).map_err(|e| e.to_string())
+}
+
+fn cluster_ok() -> Result<(), String> {
+    for node in CLUSTER_NODES {
+        let info: String = node_run(node, |c| redis::cmd("CLUSTER").arg("INFO").query(c))?;
+        if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+            return Err(format!("{node}: cluster_state is not ok"));
+        }
+    }
+    Ok(())
+}
+
+impl SharedDb for TestClusterPrefix {
+    const NAME: &'static str = "Redis Cluster";
+    const ADDRESS: &'static str = CLUSTER_NODES[0];
+    const UNREACHABLE: (&'static str, &'static [&'static str]) =
+        ("redis+cluster://127.0.0.1:1,127.0.0.1:2", &["127.0.0.1:1"]);
+
+    /// A cluster that does not answer is started first
+    /// (`scripts/redis-cluster.sh start`, which needs `redis-server`).
+    fn skip() -> bool {
+        static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+        let reachable = REACHABLE.get_or_init(|| {
+            if cluster_ok().is_err() {
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis-cluster.sh");
+                let started = std::process::Command::new("bash")
+                    .arg(script)
+                    .arg("start")
+                    .output()
+                    .map_err(|err| format!("{script} start: {err}"))?;
+                if !started.status.success() {
+                    return Err(format!(
+                        "{script} start failed: {}",
+                        String::from_utf8_lossy(&started.stderr).trim()
+                    ));
+                }
+            }
+            cluster_ok()
+        });
+        match reachable {
+            Ok(()) => false,
+            Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
+                panic!("the Redis Cluster is unreachable under CI=true: {why}")
+            }
+            Err(why) => {
+                eprintln!(
+                    "SKIPPED: the Redis Cluster is unreachable ({why}); this test ran nothing"
+                );
+                true
+            }
+        }
+    }
+
+    fn new() -> Self {
+        static N: AtomicU32 = AtomicU32::new(0);
+        TestClusterPrefix {
+            name: format!(
+                "keel_cli_cluster_{}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ),
+        }
+    }
+
+    fn url(&self, proxy: Option<&Proxy>) -> String {
+        assert!(proxy.is_none(), "a cluster client goes around a proxy");
+        format!(
+            "redis+cluster://{}?prefix={}",
+            CLUSTER_NODES.join(","),
+            self.name
+        )
+    }
+}
+
+impl Drop for TestClusterPrefix {
+    fn drop(&mut self) {
+        let pattern = format!("{}:*", self.name);
+        for node in CLUSTER_NODES {
+            let dropped = node_run(node, |c| {
+                let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(c)?;
+                // One DEL a key: they span slots.
+                let mut pipe = redis::pipe();
+                for key in keys {
+                    pipe.cmd("DEL").arg(key).ignore();
+                }
+                pipe.query::<()>(c)
+            });
+            if let Err(err) = dropped {
+                eprintln!("could not delete test keys {pattern} on {node}: {err}");
+            }
+        }
+    }
+}
+
 /// Run `sql` (several statements allowed) on database `db` of the machine's
 /// server.
 pub(crate) fn execute(db: &str, sql: &str) -> Result<(), String> {

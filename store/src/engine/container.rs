@@ -67,6 +67,12 @@ pub(crate) trait BufferedContainer:
         Ok(())
     }
 
+    /// [`SessionContainer::can_rename`].
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        let _ = (from, to);
+        true
+    }
+
     /// The policy and the time of one operation.
     fn at(&self) -> At {
         At {
@@ -98,6 +104,10 @@ impl<C: BufferedContainer> SessionContainer for C {
 
     fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
         BufferedContainer::declare_fresh(self, tx, client)
+    }
+
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        BufferedContainer::can_rename(self, from, to)
     }
 
     fn session(

@@ -1,10 +1,14 @@
-//! The link to Redis: one multiplexed connection (concurrent commands are
-//! pipelined on it) on the container's own runtime, replaced by a fresh one
-//! after any connection error or timeout, so the container reconnects by
-//! itself; the scripts, reads and the admin commands.
+//! The container's use of Redis: reads, the commit script, and the admin
+//! commands, on a single Redis or a Redis Cluster alike (`link.rs` keeps the
+//! connections, replaced by fresh ones after any connection error or
+//! timeout, so the container reconnects by itself).
+//!
+//! Cluster rule: every command touches one bucket's keys (`P:{B}:...`, one
+//! hash slot), so a command never crosses slots; what spans buckets (listing,
+//! deleting many sessions) is one command per bucket, sent concurrently.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     future::Future,
     sync::{
         Arc,
@@ -14,7 +18,8 @@ use std::{
     time::Duration,
 };
 
-use redis::{AsyncCommands, AsyncConnectionConfig, Script, aio::MultiplexedConnection};
+use redis::{AsyncCommands, FromRedisValue, Script};
+use tokio::{runtime::Handle, task::JoinSet};
 
 use crate::{
     ClientKey, Clock, ExpiryPolicy, StoreError, SweepReport, Value,
@@ -27,7 +32,10 @@ use crate::{
             runtime::{OwnRuntime, blocking_recv},
         },
     },
-    redis::scripts,
+    redis::{
+        link::{Link, Links, Target},
+        scripts,
+    },
 };
 
 /// The format version this build writes and reads.
@@ -58,15 +66,11 @@ pub(crate) struct Rd {
     /// The server, named in errors: its URL without a password.
     pub(crate) target: String,
     pub(crate) prefix: String,
-    client: redis::Client,
-    config: AsyncConnectionConfig,
-    connect_timeout: Duration,
     replicas: u32,
-    /// The connection in use; `None` after it failed (the next command
-    /// opens a fresh one). NOTE: own reconnection instead of the crate's
-    /// `ConnectionManager`, which was seen to hang for good after the link
-    /// came back (a proxy that cut and restored it).
-    connection: parking_lot::Mutex<Option<MultiplexedConnection>>,
+    /// The connections in use. NOTE: own reconnection instead of the
+    /// crate's `ConnectionManager`, which was seen to hang for good after
+    /// the link came back (a proxy that cut and restored it).
+    links: Links,
     commit: Script,
     sweep: Script,
     delete: Script,
@@ -114,16 +118,8 @@ impl Rd {
                 ),
             });
         }
-        let client = redis::Client::open(url).map_err(|err| StoreError::InvalidInput {
-            what: "Redis URL",
-            reason: format!("{err} (expected redis://HOST:PORT[/DB])"),
-        })?;
-        let info = client.get_connection_info();
-        let target = format!("redis://{}/{}", info.addr, info.redis.db);
+        let (server, target) = Target::parse(url, settings.connect_timeout, RESPONSE_TIMEOUT)?;
         let runtime = OwnRuntime::start("keel-redis")?;
-        let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(settings.connect_timeout)
-            .set_response_timeout(RESPONSE_TIMEOUT);
         let unavailable = {
             let target = target.clone();
             move |err: redis::RedisError| StoreError::Unavailable {
@@ -134,11 +130,8 @@ impl Rd {
         let rd = Arc::new(Rd {
             target,
             prefix: settings.prefix.clone(),
-            client,
-            config,
-            connect_timeout: settings.connect_timeout,
             replicas: settings.replicas,
-            connection: parking_lot::Mutex::new(None),
+            links: Links::new(server, settings.connect_timeout, RESPONSE_TIMEOUT),
             commit: Script::new(scripts::COMMIT),
             sweep: Script::new(scripts::SWEEP),
             delete: Script::new(scripts::DELETE),
@@ -170,32 +163,56 @@ impl Rd {
         }
     }
 
-    /// The connection in use, or a fresh one.
+    /// This runtime's connection, or a fresh one.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] if Redis does not accept a connection in
     /// time.
-    async fn link(&self) -> Result<MultiplexedConnection, StoreError> {
-        if let Some(connection) = self.connection.lock().clone() {
-            return Ok(connection);
-        }
-        let connect = self
-            .client
-            .get_multiplexed_async_connection_with_config(&self.config);
-        let fresh = tokio::time::timeout(self.connect_timeout, connect)
-            .await
-            .map_err(|_| StoreError::Unavailable {
+    async fn link(&self) -> Result<Link, StoreError> {
+        self.links.get().await.map_err(|err| match err {
+            Some(err) => self.unavailable(err),
+            None => StoreError::Unavailable {
                 database: self.target.clone(),
-                source: format!("no connection within {:?}", self.connect_timeout).into(),
-            })?
-            .map_err(|err| self.unavailable(err))?;
-        *self.connection.lock() = Some(fresh.clone());
-        Ok(fresh)
+                source: "no connection within the connect timeout".into(),
+            },
+        })
     }
 
-    /// Drop the connection in use after it failed.
+    /// Drop this runtime's connection after it failed.
     fn broken(&self) {
-        *self.connection.lock() = None;
+        self.links.broken();
+    }
+
+    /// Whether this is a Redis Cluster (a commit may touch one bucket).
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.links.target().is_cluster()
+    }
+
+    /// Send `commands` at once, each on its own (in a cluster each may go
+    /// to another node); their answers in order.
+    async fn concurrently<T: FromRedisValue + Send + 'static>(
+        &self,
+        operation: &'static str,
+        commands: Vec<redis::Cmd>,
+    ) -> Result<Vec<T>, StoreError> {
+        let link = self.link().await?;
+        let mut sent = JoinSet::new();
+        for (at, command) in commands.into_iter().enumerate() {
+            let mut link = link.clone();
+            sent.spawn(async move { (at, command.query_async::<T>(&mut link).await) });
+        }
+        let mut answers: Vec<Option<T>> =
+            std::iter::repeat_with(|| None).take(sent.len()).collect();
+        while let Some(joined) = sent.join_next().await {
+            let (at, answer) = joined.map_err(|err| StoreError::Storage {
+                operation,
+                source: Box::new(err),
+            })?;
+            answers[at] = Some(answer.map_err(|err| self.failed(operation, err))?);
+        }
+        // NOTE: every index was answered exactly once (the loop ran until
+        // the set was empty, one task per index).
+        Ok(answers.into_iter().flatten().collect())
     }
 
     fn unavailable(&self, err: redis::RedisError) -> StoreError {
@@ -332,6 +349,19 @@ impl Rd {
                 .arg(u8::from(value.is_some()))
                 .arg(value.as_deref().unwrap_or(&[]));
         }
+        if self.is_cluster() {
+            let buckets: BTreeSet<&str> = keys.iter().map(|key| bucket_of(key)).collect();
+            if buckets.len() > 1 {
+                return Err(StoreError::InvalidInput {
+                    what: "transaction on a Redis Cluster",
+                    reason: format!(
+                        "it touches sessions in {} buckets (hash slots); a commit on a Redis Cluster is one script on one slot, so commit each session in a transaction of its own",
+                        buckets.len()
+                    ),
+                });
+            }
+        }
+        let first_key = keys.first().cloned().unwrap_or_default();
         for key in keys {
             invocation.key(key);
         }
@@ -361,7 +391,7 @@ impl Rd {
             (0, 0) => Ok(None),
             (0, tid) => {
                 if self.replicas > 0 {
-                    self.wait_for_replicas(&mut connection).await?;
+                    self.wait_for_replicas(&mut connection, &first_key).await?;
                 }
                 Ok(Some(u64::try_from(tid).unwrap_or(0)))
             }
@@ -387,16 +417,18 @@ impl Rd {
     /// too (WAIT). Fewer within the time allowed: the commit is applied on
     /// the primary but not as durable as asked, so its outcome is reported
     /// unknown, never success.
-    async fn wait_for_replicas(
-        &self,
-        connection: &mut MultiplexedConnection,
-    ) -> Result<(), StoreError> {
+    async fn wait_for_replicas(&self, connection: &mut Link, key: &str) -> Result<(), StoreError> {
         let millis = u64::try_from(RESPONSE_TIMEOUT.as_millis() / 2).unwrap_or(u64::MAX);
         let mut command = redis::cmd("WAIT");
         command.arg(self.replicas).arg(millis);
-        let wait = command.query_async::<i64>(connection);
+        // NOTE: on a cluster, WAIT must reach the primary the script ran on.
+        let wait = connection.on_node_of(key, &command);
         let acknowledged = match tokio::time::timeout(RESPONSE_TIMEOUT, wait).await {
-            Ok(Ok(acknowledged)) => acknowledged,
+            Ok(Ok(acknowledged)) => i64::from_redis_value(&acknowledged).map_err(|err| {
+                StoreError::CommitOutcomeUnknown {
+                    source: Box::new(err),
+                }
+            })?,
             Ok(Err(err)) => {
                 self.broken();
                 return Err(StoreError::CommitOutcomeUnknown {
@@ -432,15 +464,17 @@ impl Rd {
     /// sessions Redis already freed), sorted.
     async fn all_keys(&self) -> Result<Vec<String>, StoreError> {
         const LIST: &str = "listing sessions";
-        let mut pipe = redis::pipe();
-        for bucket in 0..=255u8 {
-            pipe.zrange(format!("{}:{{{bucket:02x}}}:a", self.prefix), 0, -1);
-        }
-        let mut connection = self.link().await?;
-        let buckets: Vec<Vec<String>> = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(LIST, err))?;
+        let commands = (0..=255u8)
+            .map(|bucket| {
+                let mut command = redis::cmd("ZRANGE");
+                command
+                    .arg(format!("{}:{{{bucket:02x}}}:a", self.prefix))
+                    .arg(0)
+                    .arg(-1);
+                command
+            })
+            .collect();
+        let buckets: Vec<Vec<String>> = self.concurrently(LIST, commands).await?;
         let mut keys: Vec<String> = buckets.into_iter().flatten().collect();
         keys.sort_unstable();
         keys.dedup();
@@ -454,15 +488,15 @@ impl Rd {
         if hexes.is_empty() {
             return Ok(Vec::new());
         }
-        let mut pipe = redis::pipe();
-        for hex in hexes {
-            pipe.hgetall(self.session_key(hex));
-        }
-        let mut connection = self.link().await?;
-        let all: Vec<Vec<(Vec<u8>, Vec<u8>)>> = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(READ, err))?;
+        let commands = hexes
+            .iter()
+            .map(|hex| {
+                let mut command = redis::cmd("HGETALL");
+                command.arg(self.session_key(hex));
+                command
+            })
+            .collect();
+        let all: Vec<Vec<(Vec<u8>, Vec<u8>)>> = self.concurrently(READ, commands).await?;
         let mut out = Vec::new();
         for (hex, fields) in hexes.iter().zip(all) {
             let client: ClientKey = hex.parse()?;
@@ -531,17 +565,16 @@ impl Rd {
         principal: String,
     ) -> Result<Vec<ClientKey>, StoreError> {
         const PRINCIPAL: &str = "listing a principal's sessions";
-        let mut pipe = redis::pipe();
-        for bucket in 0..=255u8 {
-            let mut key = format!("{}:{{{bucket:02x}}}:p:", self.prefix).into_bytes();
-            key.extend_from_slice(principal.as_bytes());
-            pipe.smembers(key);
-        }
-        let mut connection = self.link().await?;
-        let buckets: Vec<Vec<String>> = pipe
-            .query_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(PRINCIPAL, err))?;
+        let commands = (0..=255u8)
+            .map(|bucket| {
+                let mut key = format!("{}:{{{bucket:02x}}}:p:", self.prefix).into_bytes();
+                key.extend_from_slice(principal.as_bytes());
+                let mut command = redis::cmd("SMEMBERS");
+                command.arg(key);
+                command
+            })
+            .collect();
+        let buckets: Vec<Vec<String>> = self.concurrently(PRINCIPAL, commands).await?;
         let mut hexes: Vec<String> = buckets.into_iter().flatten().collect();
         hexes.sort_unstable();
         // A member whose session Redis freed (TTL) is stale: keep the live.
@@ -565,18 +598,39 @@ impl Rd {
         if keys.is_empty() {
             return Ok(0);
         }
-        let mut invocation = self.delete.prepare_invoke();
-        invocation.arg(&self.prefix);
+        // One script per bucket (one slot in a cluster), sent at once.
+        let mut by_bucket: BTreeMap<u8, Vec<String>> = BTreeMap::new();
         for key in &keys {
-            let hex = key.to_string();
-            invocation.key(self.session_key(&hex)).arg(hex);
+            by_bucket
+                .entry(key.as_bytes()[0])
+                .or_default()
+                .push(key.to_string());
         }
-        let mut connection = self.link().await?;
-        let removed: i64 = invocation
-            .invoke_async(&mut connection)
-            .await
-            .map_err(|err| self.failed(DELETE, err))?;
-        Ok(u64::try_from(removed).unwrap_or(0))
+        let link = self.link().await?;
+        let mut sent = JoinSet::new();
+        for hexes in by_bucket.into_values() {
+            let keys: Vec<String> = hexes.iter().map(|hex| self.session_key(hex)).collect();
+            let (script, prefix, mut link) =
+                (self.delete.clone(), self.prefix.clone(), link.clone());
+            sent.spawn(async move {
+                let mut invocation = script.prepare_invoke();
+                invocation.arg(prefix);
+                for (key, hex) in keys.into_iter().zip(hexes) {
+                    invocation.key(key).arg(hex);
+                }
+                invocation.invoke_async::<i64>(&mut link).await
+            });
+        }
+        let mut removed: u64 = 0;
+        while let Some(joined) = sent.join_next().await {
+            let answer = joined.map_err(|err| StoreError::Storage {
+                operation: DELETE,
+                source: Box::new(err),
+            })?;
+            let count = answer.map_err(|err| self.failed(DELETE, err))?;
+            removed += u64::try_from(count).unwrap_or(0);
+        }
+        Ok(removed)
     }
 
     /// Delete up to `batch` expired sessions, bucket by bucket.
@@ -666,12 +720,30 @@ impl Rd {
     }
 }
 
+/// The bucket part (`{B}`) of a key Keel writes.
+fn bucket_of(key: &str) -> &str {
+    key.split_once('{')
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .map_or(key, |(bucket, _)| bucket)
+}
+
 /// A stored session: its key, its image, the bytes of its values.
 pub(crate) type Stored = (ClientKey, SessionImage, u64);
 
 impl RemoteStore for Rd {
+    /// Polled on a tokio runtime, the read runs right there, on that
+    /// runtime's connection (see `link.rs` for why); elsewhere on the
+    /// container's own runtime.
     fn read(self: &Arc<Self>, client: ClientKey) -> Read {
-        Box::pin(self.runtime.spawn(Arc::clone(self).load(client)))
+        let rd = Arc::clone(self);
+        Box::pin(async move {
+            if Handle::try_current().is_ok() {
+                rd.load(client).await
+            } else {
+                let own = Arc::clone(&rd);
+                rd.runtime.spawn(own.load(client)).await
+            }
+        })
     }
 
     fn read_blocking(self: &Arc<Self>, client: ClientKey) -> Result<SessionImage, StoreError> {
@@ -680,12 +752,28 @@ impl RemoteStore for Rd {
 
     /// One script call per change set: Redis runs scripts one at a time,
     /// and the multiplexed connection pipelines concurrent ones.
+    /// An asynchronous vote made on a tokio runtime commits on that
+    /// runtime (see `link.rs`); a blocking one on the container's own, as
+    /// the voting thread is blocked.
     fn submit(self: &Arc<Self>, changes: ChangeSet<Vec<u8>>, reply: Reply) {
+        let here = match (&reply, Handle::try_current()) {
+            (Reply::Async(_), Ok(handle)) => Some(handle),
+            _ => None,
+        };
         let rd = Arc::clone(self);
-        self.runtime.detach(async move {
+        let work = async move {
             let result = rd.commit_one(&changes).await;
             reply.send((result, changes));
-        });
+        };
+        match here {
+            Some(handle) => drop(handle.spawn(work)),
+            None => self.runtime.detach(work),
+        }
+    }
+
+    /// On a cluster, within the bucket only: see `commit_one`.
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        !self.is_cluster() || from.as_bytes()[0] == to.as_bytes()[0]
     }
 
     fn wait(&self, answer: std_mpsc::Receiver<Answer>) -> Result<Answer, StoreError> {

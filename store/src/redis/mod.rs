@@ -4,6 +4,7 @@
 //! its change set atomically (`scripts.rs`).
 
 mod connection;
+mod link;
 mod scripts;
 
 use std::{

@@ -38,6 +38,9 @@ pub enum Kind {
     Postgres,
     #[cfg(feature = "redis")]
     Redis,
+    /// The three-master Redis Cluster.
+    #[cfg(feature = "redis")]
+    RedisCluster,
 }
 
 /// A container with its clock and a transaction manager; keeps the
@@ -95,13 +98,20 @@ impl Env {
                 (Arc::new(container), None)
             }
             #[cfg(feature = "redis")]
-            Kind::Redis => {
-                let name = redis_server::Prefix::new();
+            Kind::Redis | Kind::RedisCluster => {
+                let (name, url) = if kind == Kind::Redis {
+                    (redis_server::Prefix::new(), redis_server::url())
+                } else {
+                    (
+                        redis_server::Prefix::on_cluster(),
+                        redis_server::cluster_url(),
+                    )
+                };
                 let options = keel_store::RedisOptions::new()
                     .with_prefix(name.name.clone())
                     .with_expiry(policy)
                     .with_clock(Arc::new(clock.clone()));
-                let container = keel_store::RedisContainer::connect(&redis_server::url(), options)
+                let container = keel_store::RedisContainer::connect(&url, options)
                     .expect("connect the Redis container");
                 prefix = Some(name);
                 (Arc::new(container), None)
@@ -134,9 +144,10 @@ impl Env {
 
 #[cfg(feature = "redis")]
 pub mod redis_server {
-    //! The Redis every test run needs: under `CI=true` an unreachable server
-    //! fails the test; elsewhere the test says loudly that it was skipped.
-    //! Each test gets a key prefix of its own, its keys deleted at the end.
+    //! The Redis every test run needs, and the three-master Redis Cluster:
+    //! under `CI=true` an unreachable server fails the test; elsewhere the
+    //! test says loudly that it was skipped. Each test gets a key prefix of
+    //! its own, its keys deleted at the end.
 
     use std::{
         sync::{
@@ -151,15 +162,41 @@ pub mod redis_server {
         std::env::var("KEEL_TEST_REDIS").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
     }
 
-    /// Run `work` on a fresh connection.
-    pub fn run<T>(
+    /// The test cluster: `KEEL_TEST_REDIS_CLUSTER`, or the one
+    /// `scripts/redis-cluster.sh` starts.
+    pub fn cluster_url() -> String {
+        std::env::var("KEEL_TEST_REDIS_CLUSTER").unwrap_or_else(|_| {
+            "redis+cluster://127.0.0.1:17001,127.0.0.1:17002,127.0.0.1:17003".to_owned()
+        })
+    }
+
+    /// Plain URLs of the cluster's nodes.
+    pub fn cluster_nodes() -> Vec<String> {
+        let url = cluster_url();
+        let hosts = url.trim_start_matches("redis+cluster://");
+        hosts
+            .split(',')
+            .map(|host| format!("redis://{host}"))
+            .collect()
+    }
+
+    /// Run `work` on a fresh connection to `server`.
+    pub fn run_on<T>(
+        server: &str,
         work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T, String> {
-        let client = redis::Client::open(url()).map_err(|e| e.to_string())?;
+        let client = redis::Client::open(server).map_err(|e| e.to_string())?;
         let mut connection = client
             .get_connection_with_timeout(std::time::Duration::from_secs(3))
             .map_err(|e| e.to_string())?;
         work(&mut connection).map_err(|e| e.to_string())
+    }
+
+    /// Run `work` on a fresh connection to the test server.
+    pub fn run<T>(
+        work: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, String> {
+        run_on(&url(), work)
     }
 
     /// Whether to skip a Redis test: the server does not answer and this is
@@ -168,16 +205,52 @@ pub mod redis_server {
         static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
         let reachable =
             REACHABLE.get_or_init(|| run(|c| redis::cmd("PING").query::<String>(c)).map(|_| ()));
+        decide(reachable, &url())
+    }
+
+    /// Whether to skip a Redis Cluster test. A cluster that does not answer
+    /// is started first (`scripts/redis-cluster.sh start`, which needs
+    /// `redis-server`), unless `KEEL_TEST_REDIS_CLUSTER` names another.
+    pub fn skip_cluster() -> bool {
+        static REACHABLE: OnceLock<Result<(), String>> = OnceLock::new();
+        let reachable = REACHABLE.get_or_init(|| {
+            if cluster_ok().is_err() && std::env::var_os("KEEL_TEST_REDIS_CLUSTER").is_none() {
+                let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/redis-cluster.sh");
+                let started = std::process::Command::new("bash")
+                    .arg(script)
+                    .arg("start")
+                    .output()
+                    .map_err(|err| format!("{script} start: {err}"))?;
+                if !started.status.success() {
+                    return Err(format!(
+                        "{script} start failed: {}",
+                        String::from_utf8_lossy(&started.stderr).trim()
+                    ));
+                }
+            }
+            cluster_ok()
+        });
+        decide(reachable, &cluster_url())
+    }
+
+    fn cluster_ok() -> Result<(), String> {
+        for node in cluster_nodes() {
+            let info: String = run_on(&node, |c| redis::cmd("CLUSTER").arg("INFO").query(c))?;
+            if !info.lines().any(|line| line.trim() == "cluster_state:ok") {
+                return Err(format!("{node}: cluster_state is not ok"));
+            }
+        }
+        Ok(())
+    }
+
+    fn decide(reachable: &Result<(), String>, url: &str) -> bool {
         match reachable {
             Ok(()) => false,
             Err(why) if std::env::var("CI").as_deref() == Ok("true") => {
-                panic!("Redis at {} is unreachable under CI=true: {why}", url())
+                panic!("Redis at {url} is unreachable under CI=true: {why}")
             }
             Err(why) => {
-                eprintln!(
-                    "SKIPPED: Redis at {} is unreachable ({why}); this test ran nothing",
-                    url()
-                );
+                eprintln!("SKIPPED: Redis at {url} is unreachable ({why}); this test ran nothing");
                 true
             }
         }
@@ -188,10 +261,22 @@ pub mod redis_server {
     #[derive(Debug)]
     pub struct Prefix {
         pub name: String,
+        /// The servers its keys may be on (every node of a cluster).
+        servers: Vec<String>,
     }
 
     impl Prefix {
+        /// A prefix on the test server.
         pub fn new() -> Prefix {
+            Prefix::on(vec![url()])
+        }
+
+        /// A prefix on the test cluster.
+        pub fn on_cluster() -> Prefix {
+            Prefix::on(cluster_nodes())
+        }
+
+        fn on(servers: Vec<String>) -> Prefix {
             static NEXT: AtomicU64 = AtomicU64::new(0);
             let nanos = SystemTime::now()
                 .duration_since(UNIX_EPOCH)
@@ -203,6 +288,7 @@ pub mod redis_server {
                     nanos,
                     NEXT.fetch_add(1, Ordering::Relaxed)
                 ),
+                servers,
             }
         }
     }
@@ -210,15 +296,19 @@ pub mod redis_server {
     impl Drop for Prefix {
         fn drop(&mut self) {
             let pattern = format!("{}:*", self.name);
-            let dropped = run(|c| {
-                let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(c)?;
-                if !keys.is_empty() {
-                    redis::cmd("DEL").arg(keys).query::<()>(c)?;
+            for server in &self.servers {
+                let dropped = run_on(server, |c| {
+                    let keys: Vec<String> = redis::cmd("KEYS").arg(&pattern).query(c)?;
+                    // One DEL a key: on a cluster node they span slots.
+                    let mut pipe = redis::pipe();
+                    for key in keys {
+                        pipe.cmd("DEL").arg(key).ignore();
+                    }
+                    pipe.query::<()>(c)
+                });
+                if let Err(err) = dropped {
+                    eprintln!("could not delete test keys {pattern} on {server}: {err}");
                 }
-                Ok(())
-            });
-            if let Err(err) = dropped {
-                eprintln!("could not delete test keys {pattern}: {err}");
             }
         }
     }

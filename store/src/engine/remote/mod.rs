@@ -73,6 +73,12 @@ pub(crate) trait RemoteStore: Send + Sync + fmt::Debug + 'static {
     /// once the backend has it durable as far as the backend promises.
     fn submit(self: &Arc<Self>, changes: ChangeSet<Vec<u8>>, reply: Reply);
 
+    /// [`SessionContainer::can_rename`](crate::SessionContainer::can_rename).
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        let _ = (from, to);
+        true
+    }
+
     /// Wait for a blocking reply (see [`RemoteStore::read_blocking`]).
     ///
     /// # Errors
@@ -120,6 +126,10 @@ impl<C: RemoteContainer> BufferedContainer for C {
 
     fn declare_fresh(&self, tx: &mut Transaction, client: &ClientKey) -> Result<(), StoreError> {
         self.core().declare_fresh(tx, client)
+    }
+
+    fn can_rename(&self, from: &ClientKey, to: &ClientKey) -> bool {
+        self.core().store().can_rename(from, to)
     }
 }
 
