@@ -57,8 +57,10 @@ enum IdFormat {
 struct ServeArgs {
     /// The session database: a redb file, or a database several servers
     /// share: postgres://USER@HOST:PORT/DB[?schema=NAME] (default schema
-    /// keel) or redis://HOST:PORT[/DB][?prefix=NAME][&replicas=N] (default
-    /// prefix keel; replicas: acknowledge a commit once N replicas have it).
+    /// keel), redis://HOST:PORT[/DB][?prefix=NAME][&replicas=N] (default
+    /// prefix keel; replicas: acknowledge a commit once N replicas have it)
+    /// or redis+cluster://HOST:PORT[,HOST:PORT...][?prefix=NAME] (a Redis
+    /// Cluster, any of its nodes).
     #[arg(long, default_value = "./keel.redb")]
     db: PathBuf,
     /// Keep sessions in memory (the RAM container) instead of a file.

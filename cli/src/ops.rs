@@ -151,6 +151,32 @@ mod tests {
     }
 
     #[test]
+    fn no_admin_output_carries_a_sessions_csrf_token() {
+        let (container, keys) = container_with(&[None]);
+        let manager = TransactionManager::new();
+        let mut tx = manager.begin();
+        container
+            .insert(
+                &mut tx,
+                &keys[0],
+                keel_session::CSRF_PACKAGE,
+                "token",
+                SessionValue::new("s3cret-token".to_owned()),
+            )
+            .unwrap();
+        tx.commit().unwrap();
+        let shown = show(&container, &keys[0]).unwrap().unwrap();
+        let listed = list_page(&container, None, 10, true).unwrap();
+        for json in [&shown, &listed[0]] {
+            let data = json.data.as_ref().unwrap();
+            assert!(data.contains_key("keel.demo"), "{data:?}");
+            assert!(!data.contains_key(keel_session::CSRF_PACKAGE), "{data:?}");
+            let printed = serde_json::to_string(json).unwrap();
+            assert!(!printed.contains("s3cret-token"), "{printed}");
+        }
+    }
+
+    #[test]
     fn revoking_a_principal_deletes_only_its_sessions() {
         let (container, _) = container_with(&[Some("ada"), Some("ada"), Some("bob"), None]);
         let revoked = revoke_principal(&container, "ada").unwrap();

@@ -2,6 +2,11 @@
 //!
 //! Routes and output are a contract (the team's DESIGN.md, "Demo and admin
 //! contract"); tests outside this crate depend on them.
+//!
+//! The HTML page (`GET /`) and the routes of its forms (`POST /login`,
+//! `/logout`, `/reset`) are behind [`CsrfLayer`]: each form carries the
+//! session's CSRF token. The JSON API under `/api/` is not, and works without
+//! a token.
 
 use std::{
     path::Path,
@@ -11,13 +16,15 @@ use std::{
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{Query, State},
-    response::Html,
+    http::StatusCode,
+    response::{Html, IntoResponse, Redirect, Response},
     routing::{get, post},
 };
 use keel_session::{
-    ContainerRegistry, CookieConfig, KeyRing, Session, SessionError, SessionLayer, SessionManager,
-    ZopeIdFormat, template_object,
+    CSRF_FORM_FIELD, ContainerRegistry, CookieConfig, CsrfLayer, KeyRing, Session, SessionError,
+    SessionLayer, SessionManager, ZopeIdFormat, template_object,
 };
 use keel_store::{
     ExpiryPolicy, PostgresContainer, PostgresOptions, RamContainer, RedbContainer, RedbOptions,
@@ -49,6 +56,20 @@ const INDEX_TEMPLATE: &str = r#"<!doctype html>
 <h1>Keel</h1>
 <p>You have seen this page <strong id="count">{{ session("keel.demo").count }}</strong> time{{ "" if session("keel.demo").count == 1 else "s" }}.</p>
 <p>Each visit is committed durably before this page is sent.</p>
+{% if user %}<p>Logged in as <strong id="user">{{ user }}</strong>.</p>
+<form method="post" action="/logout">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf_token }}">
+<button>Log out</button>
+</form>
+{% else %}<form method="post" action="/login">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf_token }}">
+<label>User name <input name="user" required maxlength="200"></label>
+<button>Log in</button>
+</form>
+{% endif %}<form method="post" action="/reset">
+<input type="hidden" name="{{ csrf_field }}" value="{{ csrf_token }}">
+<button>Reset the counter</button>
+</form>
 </body>
 </html>
 "#;
@@ -303,8 +324,16 @@ async fn serve(
     // NOTE: only `/` gets the state: axum clones a route's state with the
     // route on every request, and the templates' shared reference count,
     // bumped by both workers, showed in the profile of `GET /api/count`.
-    let app = Router::new()
+    // The page and its forms need the session's CSRF token; the JSON API
+    // does not (its contract predates the token).
+    let pages = Router::new()
         .route("/", get(index).with_state(state))
+        .route("/login", post(login_form))
+        .route("/logout", post(logout_form))
+        .route("/reset", post(reset_form))
+        .route_layer(CsrfLayer::new());
+    let app = Router::new()
+        .merge(pages)
         .route("/api/count", get(read_count).post(increment))
         .route("/api/oops", post(oops))
         .route("/api/login", post(login))
@@ -385,24 +414,65 @@ fn increment_count(session: &Session) -> Result<u64, SessionError> {
     Ok(count)
 }
 
-async fn index(
-    State(state): State<AppState>,
-    session: Session,
-) -> Result<Html<String>, axum::response::Response> {
-    use axum::response::IntoResponse;
+async fn index(State(state): State<AppState>, session: Session) -> Result<Html<String>, Response> {
     increment_count(&session).map_err(IntoResponse::into_response)?;
-    let render = state
-        .templates
-        .get_template("index.html")
-        .and_then(|t| t.render(minijinja::context! { session => template_object(&session) }));
+    let csrf_token = session.csrf_token().map_err(IntoResponse::into_response)?;
+    let user = session.principal().map_err(IntoResponse::into_response)?;
+    let render = state.templates.get_template("index.html").and_then(|t| {
+        t.render(minijinja::context! {
+            session => template_object(&session),
+            csrf_field => CSRF_FORM_FIELD,
+            csrf_token => csrf_token.as_str(),
+            user => user,
+        })
+    });
     match render {
         Ok(html) => Ok(Html(html)),
         Err(err) => Err((
-            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::INTERNAL_SERVER_ERROR,
             format!("template error: {err}"),
         )
             .into_response()),
     }
+}
+
+/// The decoded value of the first field `name` of a urlencoded form body.
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    form_urlencoded::parse(body)
+        .find(|(field, _)| field == name)
+        .map(|(_, value)| value.into_owned())
+}
+
+/// The page's login form: cycles the id (against session fixation; the
+/// CSRF token changes with it), attaches the principal, back to the page.
+async fn login_form(session: Session, body: Bytes) -> Result<Response, SessionError> {
+    let user = form_value(&body, "user").unwrap_or_default();
+    let user = user.trim();
+    if user.is_empty() || user.len() > 200 {
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            "a user name of 1 to 200 bytes is needed",
+        )
+            .into_response());
+    }
+    session.cycle_id()?;
+    session.set_principal(Some(user))?;
+    Ok(Redirect::to("/").into_response())
+}
+
+/// The page's logout form: invalidates the session, back to the page.
+async fn logout_form(session: Session) -> Result<Redirect, SessionError> {
+    session.invalidate()?;
+    Ok(Redirect::to("/"))
+}
+
+/// The page's reset form: forgets the count, back to the page (which counts
+/// that visit as the first).
+async fn reset_form(session: Session) -> Result<Redirect, SessionError> {
+    if let Some(data) = session.get(DEMO_PACKAGE)? {
+        data.remove("count")?;
+    }
+    Ok(Redirect::to("/"))
 }
 
 #[derive(Serialize)]

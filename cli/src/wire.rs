@@ -53,9 +53,13 @@ impl From<&SessionSummary> for SessionJson {
 
 impl From<&SessionDetail> for SessionJson {
     fn from(detail: &SessionDetail) -> Self {
+        // NOTE: a session's CSRF token is a secret of that session, so no
+        // admin output (list, show, export) carries it; a session restored
+        // from an export without it mints a new one on first use.
         let data = detail
             .data
             .iter()
+            .filter(|(package, _)| package.as_str() != keel_session::CSRF_PACKAGE)
             .map(|(package, values)| {
                 let values = values
                     .iter()

@@ -1,7 +1,9 @@
 //! `keel serve` keeps the demo contract of DESIGN.md: every route answers as
 //! specified over real HTTP on loopback, concurrent increments of one client
 //! are never lost, data survives a restart, sessions expire, and a bad
-//! database file is refused untouched.
+//! database file is refused untouched. The HTML page's forms carry the
+//! session's CSRF token and are refused without it, while the JSON API works
+//! without one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -127,6 +129,18 @@ impl Response {
 
 /// A minimal HTTP/1.1 client: one request per connection.
 fn request(addr: &str, method: &str, path: &str, cookie: Option<&str>) -> Response {
+    request_with(addr, method, path, cookie, &[], "")
+}
+
+/// [`request`] with extra headers and a body.
+fn request_with(
+    addr: &str,
+    method: &str,
+    path: &str,
+    cookie: Option<&str>,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Response {
     let mut stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
@@ -134,9 +148,14 @@ fn request(addr: &str, method: &str, path: &str, cookie: Option<&str>) -> Respon
     let cookie = cookie
         .map(|c| format!("Cookie: keel_session={c}\r\n"))
         .unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(name, value)| format!("{name}: {value}\r\n"))
+        .collect();
+    let length = body.len();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}Content-Length: 0\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{cookie}{extra}Content-Length: {length}\r\nConnection: close\r\n\r\n{body}"
     )
     .unwrap();
     let mut raw = Vec::new();
@@ -163,6 +182,44 @@ fn request(addr: &str, method: &str, path: &str, cookie: Option<&str>) -> Respon
         headers,
         body: body.to_owned(),
     }
+}
+
+/// POST a urlencoded form `body` to `path`.
+fn post_form(server: &Server, path: &str, cookie: Option<&str>, body: &str) -> Response {
+    let form = ("Content-Type", "application/x-www-form-urlencoded");
+    request_with(&server.addr, "POST", path, cookie, &[form], body)
+}
+
+/// The CSRF token of every form of the page: all forms carry the same one.
+fn page_token(page: &Response) -> String {
+    let marker = r#"name="csrf_token" value=""#;
+    let tokens: Vec<&str> = page
+        .body
+        .match_indices(marker)
+        .map(|(at, _)| {
+            let rest = &page.body[at + marker.len()..];
+            &rest[..rest.find('"').unwrap()]
+        })
+        .collect();
+    assert!(!tokens.is_empty(), "no form with a token: {}", page.body);
+    assert!(tokens.iter().all(|t| *t == tokens[0]), "{tokens:?}");
+    assert_eq!(tokens[0].len(), 43, "{tokens:?}");
+    tokens[0].to_owned()
+}
+
+/// Assert the 403 of the CSRF check, and that it set no cookie.
+fn assert_csrf_refused(r: &Response) {
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert_eq!(r.json()["code"], "csrf_token_mismatch");
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("reload the page"),
+        "{}",
+        r.body
+    );
+    assert_eq!(r.session_cookie(), None);
 }
 
 fn db_arg(dir: &TempDir) -> String {
@@ -426,4 +483,136 @@ fn a_database_held_by_a_running_server_is_refused_with_a_hint() {
         stderr.contains("keel.redb") && stderr.contains("--url"),
         "{stderr}"
     );
+}
+
+#[test]
+fn the_page_forms_carry_the_csrf_token_and_work_with_it() {
+    let dir = TempDir::new();
+    let server = Server::start(&["--db", &db_arg(&dir)]);
+
+    // The first visit creates the session and its token, rendered into the
+    // login and reset forms.
+    let page = server.request("GET", "/", None);
+    assert_eq!(page.status, 200);
+    let id = page
+        .session_cookie()
+        .expect("the visit created the session");
+    let token = page_token(&page);
+    assert!(page.body.contains(r#"action="/login""#), "{}", page.body);
+    assert!(page.body.contains(r#"action="/reset""#), "{}", page.body);
+    let again = server.request("GET", "/", Some(&id));
+    assert_eq!(page_token(&again), token, "one token per session");
+
+    // Reset with the token: the count is forgotten, back to the page.
+    let r = post_form(&server, "/reset", Some(&id), &format!("csrf_token={token}"));
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/")),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        server.request("GET", "/api/count", Some(&id)).json()["count"],
+        0
+    );
+
+    // Login with the token: a new id and a new token; the old token is dead.
+    let r = post_form(
+        &server,
+        "/login",
+        Some(&id),
+        &format!("user=alice+smith&csrf_token={token}"),
+    );
+    assert_eq!(
+        (r.status, r.header("location")),
+        (303, Some("/")),
+        "{}",
+        r.body
+    );
+    let new_id = r.session_cookie().expect("login cycles the id");
+    assert_ne!(new_id, id);
+    let page = server.request("GET", "/", Some(&new_id));
+    assert!(
+        page.body
+            .contains(r#"<strong id="user">alice smith</strong>"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"action="/logout""#), "{}", page.body);
+    let new_token = page_token(&page);
+    assert_ne!(new_token, token, "the token changed at login");
+    assert_csrf_refused(&post_form(
+        &server,
+        "/reset",
+        Some(&new_id),
+        &format!("csrf_token={token}"),
+    ));
+
+    // The header works as well as the form field; logout expires the cookie.
+    let r = request_with(
+        &server.addr,
+        "POST",
+        "/logout",
+        Some(&new_id),
+        &[("X-CSRF-Token", &new_token)],
+        "",
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.session_cookie().as_deref(), Some(""));
+}
+
+#[test]
+fn the_page_forms_refuse_a_missing_or_wrong_token_with_403() {
+    let server = Server::start(&["--memory"]);
+    let page = server.request("GET", "/", None);
+    let id = page.session_cookie().unwrap();
+    let token = page_token(&page);
+
+    assert_csrf_refused(&post_form(&server, "/reset", Some(&id), ""));
+    assert_csrf_refused(&post_form(
+        &server,
+        "/reset",
+        Some(&id),
+        "csrf_token=forged",
+    ));
+    assert_csrf_refused(&post_form(
+        &server,
+        "/login",
+        Some(&id),
+        "user=mallory&csrf_token=",
+    ));
+    assert_csrf_refused(&server.request("POST", "/logout", Some(&id)));
+    // A cross-site form without the victim's cookie makes no session either.
+    assert_csrf_refused(&post_form(
+        &server,
+        "/reset",
+        None,
+        &format!("csrf_token={token}"),
+    ));
+
+    // Nothing was done: the count is still 1 and nobody is logged in.
+    assert_eq!(
+        server.request("GET", "/api/count", Some(&id)).json()["count"],
+        1
+    );
+    let page = server.request("GET", "/", Some(&id));
+    assert!(!page.body.contains("Logged in as"), "{}", page.body);
+    assert_eq!(page_token(&page), token);
+}
+
+#[test]
+fn the_json_api_works_without_a_token_in_a_session_that_has_one() {
+    let server = Server::start(&["--memory"]);
+    let page = server.request("GET", "/", None);
+    let id = page.session_cookie().unwrap();
+    page_token(&page);
+
+    let r = server.request("POST", "/api/count", Some(&id));
+    assert_eq!((r.status, r.json()["count"].as_u64()), (200, Some(2)));
+    let r = server.request("POST", "/api/login?user=bob", Some(&id));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let new_id = r.session_cookie().expect("a new id");
+    let r = server.request("POST", "/api/logout", Some(&new_id));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.session_cookie().as_deref(), Some(""));
 }

@@ -65,6 +65,18 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    /// A request with an unsafe method (POST, PUT, PATCH, DELETE, ...) did not
+    /// carry its session's CSRF token, or carried another one
+    /// ([`CsrfLayer`](crate::CsrfLayer)); its response is 403 with code
+    /// `csrf_token_mismatch`.
+    #[error(
+        "the request's CSRF token {reason}: reload the page and try again (a program sends the session's token in the X-CSRF-Token header or in the csrf_token form field)"
+    )]
+    CsrfTokenMismatch {
+        /// What is wrong: `"is missing"` or `"does not match the session's"`
+        /// (also when the request has no session).
+        reason: &'static str,
+    },
     /// The container failed.
     #[error(transparent)]
     Store(#[from] StoreError),

@@ -380,16 +380,33 @@ pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
 impl SessionError {
     /// The response a handler should give for this error: 503 with
     /// [`RetryRequest`] for a conflict (the layer re-runs the request), 400
-    /// for a missing client id, 500 otherwise.
+    /// for a missing client id, 403 for a CSRF token mismatch, 500
+    /// otherwise. The body is JSON `{"error": MESSAGE}`, plus `"code":
+    /// "csrf_token_mismatch"` for the 403.
+    ///
+    /// ```
+    /// use keel_session::SessionError;
+    /// let response = SessionError::CsrfTokenMismatch { reason: "is missing" }.to_response();
+    /// assert_eq!(response.status(), 403);
+    /// let body: serde_json::Value = serde_json::from_slice(response.body())?;
+    /// assert_eq!(body["code"], "csrf_token_mismatch");
+    /// assert!(body["error"].as_str().unwrap_or_default().contains("reload the page"));
+    /// # Ok::<(), serde_json::Error>(())
+    /// ```
     pub fn to_response(&self) -> Response<Bytes> {
         let status = if self.is_retryable() || self.is_unavailable() {
             StatusCode::SERVICE_UNAVAILABLE
         } else if matches!(self, SessionError::MissingClientId { .. }) {
             StatusCode::BAD_REQUEST
+        } else if matches!(self, SessionError::CsrfTokenMismatch { .. }) {
+            StatusCode::FORBIDDEN
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
         };
-        let body = serde_json::json!({ "error": self.to_string() });
+        let mut body = serde_json::json!({ "error": self.to_string() });
+        if matches!(self, SessionError::CsrfTokenMismatch { .. }) {
+            body["code"] = "csrf_token_mismatch".into();
+        }
         let mut response = Response::new(Bytes::from(body.to_string()));
         *response.status_mut() = status;
         response.headers_mut().insert(

@@ -44,6 +44,10 @@
 //! - [`SessionLayer`]: the tower middleware (with the `axum` feature, `Session`
 //!   is an extractor); `template_object` (feature `minijinja`) and
 //!   [`Session::resolve_path`] give templates read-only access.
+//! - CSRF protection: [`Session::csrf_token`] keeps a random token in the
+//!   session (changed by [`Session::cycle_id`]), and the opt-in
+//!   [`CsrfLayer`] refuses POST, PUT, PATCH and DELETE requests that do not
+//!   carry it (`X-CSRF-Token` header or `csrf_token` form field) with 403.
 //!
 //! # Deliberate differences from zope.session
 //! - **Lazy cookies.** zope mints an id and sets the cookie as soon as a
@@ -71,6 +75,7 @@
 
 mod client_id;
 mod cookie;
+mod csrf;
 #[doc(hidden)]
 pub mod doc_support;
 mod error;
@@ -91,6 +96,7 @@ pub use crate::cookie::{
     MAX_COOKIE_VALUE_LEN, SameSite,
 };
 pub use client_id::{ClientId, IdFormat, KEEL_ID_LEN, KeelIdFormat};
+pub use csrf::{CSRF_FORM_FIELD, CSRF_HEADER, CSRF_PACKAGE, CsrfLayer, CsrfService, CsrfToken};
 pub use error::SessionError;
 pub use key_ring::KeyRing;
 pub use layer::{

@@ -342,7 +342,9 @@ impl Session {
 
     /// Give the session a new client id, keeping its data; the old id stops
     /// working once the transaction commits. Call it at login to prevent
-    /// session fixation. Creates the session if there is none.
+    /// session fixation. Creates the session if there is none. The session's
+    /// CSRF token is dropped, so [`csrf_token`](Session::csrf_token) mints a
+    /// new one.
     ///
     /// # Errors
     /// [`SessionError::MissingClientId`] if no id may be minted here;
@@ -363,6 +365,11 @@ impl Session {
                 container.rename_session(tx, &old_key, &new_key)?;
                 moved = true;
             }
+        }
+        if moved {
+            // The CSRF token goes with the old id: a token learnt before
+            // login must not work after it. The next `csrf_token()` mints one.
+            crate::csrf::forget_token(&self.context().containers, tx, &new_key)?;
         }
         if !moved {
             let containers = self.context().containers.containers();

@@ -37,7 +37,8 @@ pub(crate) struct SessionsArgs {
 struct TargetArgs {
     /// The session database (offline mode; default ./keel.redb): a redb file,
     /// which must exist and no server may hold open, or a PostgreSQL URL
-    /// (postgres://USER@HOST:PORT/DB) or Redis URL (redis://HOST:PORT), which
+    /// (postgres://USER@HOST:PORT/DB) or Redis URL (redis://HOST:PORT, or
+    /// redis+cluster://HOST:PORT,... for a Redis Cluster), which
     /// work while servers run.
     #[arg(long, global = true)]
     db: Option<PathBuf>,
