@@ -262,12 +262,30 @@ impl Rd {
         self.runtime.wait_for(work)
     }
 
-    fn bucket(&self, hex: &str) -> String {
-        format!("{}:{{{}}}:", self.prefix, &hex[..2])
+    fn session_key(&self, hex: &str) -> String {
+        // NOTE: one allocation, sized up front: this runs for every read.
+        let mut key = String::with_capacity(self.prefix.len() + 8 + hex.len());
+        key.push_str(&self.prefix);
+        key.push_str(":{");
+        key.push_str(&hex[..2]);
+        key.push_str("}:s:");
+        key.push_str(hex);
+        key
     }
 
-    fn session_key(&self, hex: &str) -> String {
-        format!("{}s:{hex}", self.bucket(hex))
+    /// [`session_key`](Self::session_key) of `client`, without formatting
+    /// its hex through `Display`.
+    fn session_key_of(&self, client: &ClientKey) -> String {
+        let mut hex = [0u8; 64];
+        // NOTE: 32 bytes always fit 64 ASCII hex digits; the fallback only
+        // keeps a broken invariant from panicking.
+        match hex::encode_to_slice(client.as_bytes(), &mut hex) {
+            Ok(()) => match std::str::from_utf8(&hex) {
+                Ok(hex) => self.session_key(hex),
+                Err(_) => self.session_key(&client.to_string()),
+            },
+            Err(_) => self.session_key(&client.to_string()),
+        }
     }
 
     /// Read a whole session: one HGETALL, one round trip, one snapshot.
@@ -278,7 +296,7 @@ impl Rd {
         const LOAD: &str = "reading a session";
         self.counters.reads.fetch_add(1, Ordering::Relaxed);
         let mut connection = self.link().await?;
-        let read = connection.hgetall(self.session_key(&client.to_string()));
+        let read = connection.hgetall(self.session_key_of(&client));
         let fields: Vec<(Vec<u8>, Vec<u8>)> = self
             .within(read)
             .await?
