@@ -142,6 +142,12 @@ impl Server {
 
     /// `keel serve --addr 127.0.0.1:0 ARGS`.
     pub(crate) fn start_with(dir: &Dir, args: &[&str]) -> Server {
+        Server::start_logging(dir, args, "info")
+    }
+
+    /// [`start_with`](Server::start_with), logging at `rust_log`
+    /// (`RUST_LOG`).
+    pub(crate) fn start_logging(dir: &Dir, args: &[&str], rust_log: &str) -> Server {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let log = dir.path().join(format!("server-{n}.log"));
@@ -149,7 +155,7 @@ impl Server {
             .arg("serve")
             .args(["--addr", "127.0.0.1:0"])
             .args(args)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(File::create(&log).unwrap())
