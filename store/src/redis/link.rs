@@ -1,15 +1,13 @@
 //! What a container talks to: one Redis or a Redis Cluster, and the
-//! connections it keeps to it, one per thread of each tokio runtime that
-//! uses it.
+//! connections it keeps to it, one per tokio runtime that uses it.
 //!
-//! Why: a multiplexed connection is driven by a task on the runtime that
-//! opened it. A request served on the app's runtime that used a connection
-//! driven on the container's own runtime would cross threads twice per
-//! command (measured: ~0.2 voluntary context switches per request against
-//! 0.05 for a client on the caller's runtime, and a core left idle). A
-//! connection opened by the worker thread that serves the request has its
-//! driver task queued on that worker too, so a command and its answer mostly
-//! stay on one thread.
+//! Why one per runtime: a multiplexed connection is driven by a task on the
+//! runtime that opened it. A request served on the app's runtime that used a
+//! connection driven on the container's own runtime would cross threads
+//! twice per command (measured: ~0.2 voluntary context switches per request
+//! against 0.05 for a client on the caller's runtime, and a core left idle);
+//! a connection of the caller's runtime keeps the command on the worker that
+//! serves the request.
 
 use std::time::Duration;
 
@@ -20,16 +18,12 @@ use redis::{
     cluster_async::ClusterConnection,
     cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
 };
-use std::thread::ThreadId;
-
 use tokio::runtime::{Handle, Id};
 
 use crate::StoreError;
 
-/// Connections kept at most (one per worker thread of the runtimes in use;
-/// the oldest goes first, so those of runtimes that are gone do not pile
-/// up).
-const CONNECTIONS_KEPT: usize = 16;
+/// Connections kept for runtimes that are gone before they are replaced.
+const RUNTIMES_KEPT: usize = 4;
 
 /// The server(s) a container was given.
 pub(crate) enum Target {
@@ -216,8 +210,8 @@ pub(crate) struct Links {
     target: Target,
     config: redis::AsyncConnectionConfig,
     connect_timeout: Duration,
-    /// ((runtime, thread), connection), most recently opened last.
-    open: parking_lot::Mutex<Vec<((Id, ThreadId), Link)>>,
+    /// (runtime, connection), most recently opened last.
+    open: parking_lot::Mutex<Vec<(Id, Link)>>,
 }
 
 impl Links {
@@ -240,18 +234,15 @@ impl Links {
         &self.target
     }
 
-    /// This thread's connection (of the current runtime), or a fresh one.
+    /// The current runtime's connection, or a fresh one. Must be called on
+    /// a tokio runtime (every caller is an async fn run on one).
     ///
     /// # Errors
-    /// `Err(None)` if no connection was made within the connect timeout (or
-    /// this is not a tokio runtime's thread), `Err(Some(err))` if Redis
-    /// refused it.
+    /// `Err(None)` if no connection was made within the connect timeout,
+    /// `Err(Some(err))` if Redis refused it.
     pub(crate) async fn get(&self) -> Result<Link, Option<redis::RedisError>> {
-        // NOTE: every caller is an async fn polled by a tokio runtime; the
-        // error only keeps a foreign executor from panicking here.
-        let runtime = Handle::try_current().map_err(|_| None)?.id();
-        let here = (runtime, std::thread::current().id());
-        if let Some((_, link)) = self.open.lock().iter().find(|(at, _)| *at == here) {
+        let runtime = Handle::current().id();
+        if let Some((_, link)) = self.open.lock().iter().find(|(id, _)| *id == runtime) {
             return Ok(link.clone());
         }
         let fresh = tokio::time::timeout(self.connect_timeout, self.target.open(&self.config))
@@ -259,20 +250,20 @@ impl Links {
             .map_err(|_| None)?
             .map_err(Some)?;
         let mut open = self.open.lock();
-        open.retain(|(at, _)| *at != here);
-        if open.len() >= CONNECTIONS_KEPT {
+        open.retain(|(id, _)| *id != runtime);
+        if open.len() >= RUNTIMES_KEPT {
             open.remove(0);
         }
-        open.push((here, fresh.clone()));
+        open.push((runtime, fresh.clone()));
         Ok(fresh)
     }
 
-    /// Drop the current runtime's connections after one failed: the next
-    /// command on each thread opens a fresh one.
+    /// Drop the current runtime's connection after it failed: the next
+    /// command opens a fresh one.
     pub(crate) fn broken(&self) {
         if let Ok(handle) = Handle::try_current() {
             let runtime = handle.id();
-            self.open.lock().retain(|((id, _), _)| *id != runtime);
+            self.open.lock().retain(|(id, _)| *id != runtime);
         }
     }
 }
