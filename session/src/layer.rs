@@ -19,7 +19,10 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
-use crate::{Session, SessionError, SessionManager};
+use crate::{
+    Session, SessionError, SessionManager,
+    hot_sessions::{HotSessions, Turn},
+};
 
 /// Marks a response whose handler hit a retryable session error (a
 /// conflict): the layer re-runs the request instead of sending it, while
@@ -76,6 +79,10 @@ pub enum CommitFailure {
 /// - When the commit (or the handler, see [`RetryRequest`]) meets a
 ///   conflict, the request is re-run in a fresh transaction with the same
 ///   buffered body, up to the transaction manager's retry policy; then a 503.
+///   From its first conflict until no request of it waits, a session's
+///   requests in this process take turns (one at a time), so a hot session
+///   written by many connections at once does not make requests lose every
+///   attempt: a retry then conflicts only with other processes' writes.
 /// - Any other commit failure becomes a 500 with a JSON body naming the error
 ///   (and the package and key of an unserializable value); customise it with
 ///   [`SessionLayer::with_error_responder`].
@@ -84,6 +91,9 @@ pub struct SessionLayer {
     manager: SessionManager,
     max_body_bytes: usize,
     responder: ErrorResponder,
+    /// Sessions whose requests take turns after a conflict (shared by the
+    /// layer's clones).
+    hot: Arc<HotSessions>,
 }
 
 impl fmt::Debug for SessionLayer {
@@ -103,6 +113,7 @@ impl SessionLayer {
             manager,
             max_body_bytes: 1024 * 1024,
             responder: Arc::new(default_error_response),
+            hot: Arc::new(HotSessions::default()),
         }
     }
 
@@ -225,8 +236,22 @@ where
     let policy = transactions.retry_policy().clone();
     let mut inner = inner;
     let mut attempt: u32 = 1;
+    // This request's turn on a hot session, taken before the attempt that
+    // follows a conflict (or the first, if the session is hot already) and
+    // held until the response: see `hot_sessions.rs`.
+    let mut turn: Option<Turn> = None;
     loop {
         let session = layer.manager.session_for(&parts.method, &parts.headers);
+        if turn.is_none()
+            && let Some(key) = session.client_key()
+            && (attempt > 1 || layer.hot.is_hot(&key))
+        {
+            // NOTE: the transaction starts after the wait, so that it reads
+            // what the turns before it committed.
+            session.abort();
+            turn = Some(layer.hot.turn(key).await);
+            continue;
+        }
         // A container that reads over the network reads the session now,
         // awaited here, so the handler's reads never block a worker.
         if let Err(err) = session.preload().await {

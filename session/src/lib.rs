@@ -81,6 +81,7 @@ pub mod doc_support;
 mod error;
 #[cfg(feature = "axum")]
 mod extract;
+mod hot_sessions;
 mod key_ring;
 mod layer;
 mod manager;

@@ -282,3 +282,57 @@ async fn a_dropped_app_releases_its_containers_after_serving_on_several_threads(
         "the container outlived the app that used it"
     );
 }
+
+/// 64 concurrent increments of one session with only 4 attempts each: racing
+/// optimistically, most would lose every attempt (503); taking turns after
+/// their first conflict, every one commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hot_session_takes_turns_so_no_request_fails_for_contention_alone() {
+    let h = common::Harness::new();
+    let manager = h.manager.clone().with_transaction_manager(
+        keel_txn::TransactionManager::new().with_retry_policy(
+            keel_txn::RetryPolicy::default()
+                .with_attempts(4)
+                .with_backoff(
+                    std::time::Duration::from_micros(100),
+                    std::time::Duration::from_millis(2),
+                ),
+        ),
+    );
+    let app = Arc::new(
+        Router::new()
+            .route(
+                "/count",
+                axum::routing::post(|s: Session| async move {
+                    // Yield between read and write so requests interleave.
+                    let data = s.pkg(PKG)?;
+                    let n = data.get::<u64>("count")?.unwrap_or(0) + 1;
+                    tokio::task::yield_now().await;
+                    data.insert("count", n)?;
+                    Ok::<_, SessionError>(n.to_string())
+                }),
+            )
+            .layer(SessionLayer::new(manager.clone())),
+    );
+    let (_, cookie, _) = call(&app, "POST", "/count", None, "").await;
+    let id = cookie.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let (app, id) = (Arc::clone(&app), id.clone());
+        tasks.push(tokio::spawn(async move {
+            call(&app, "POST", "/count", Some(&id), "").await.0
+        }));
+    }
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap());
+    }
+    let failed = statuses.iter().filter(|s| **s != StatusCode::OK).count();
+    assert_eq!(failed, 0, "{statuses:?}");
+    let (_, _, body) = call(&app, "POST", "/count", Some(&id), "").await;
+    assert_eq!(body, "66", "1 + 64 + this one: no update lost");
+    assert!(
+        manager.transaction_manager().stats().retries > 0,
+        "the requests really did conflict"
+    );
+}
