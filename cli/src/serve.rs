@@ -448,12 +448,8 @@ fn form_value(body: &[u8], name: &str) -> Option<String> {
 async fn login_form(session: Session, body: Bytes) -> Result<Response, SessionError> {
     let user = form_value(&body, "user").unwrap_or_default();
     let user = user.trim();
-    if user.is_empty() || user.len() > 200 {
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            "a user name of 1 to 200 bytes is needed",
-        )
-            .into_response());
+    if let Err(refused) = check_user_name(user) {
+        return Ok(refused);
     }
     session.cycle_id()?;
     session.set_principal(Some(user))?;
@@ -519,10 +515,32 @@ struct LoginQuery {
 async fn login(
     session: Session,
     Query(query): Query<LoginQuery>,
-) -> Result<Json<serde_json::Value>, SessionError> {
+) -> Result<Response, SessionError> {
+    if let Err(refused) = check_user_name(&query.user) {
+        return Ok(refused);
+    }
     session.cycle_id()?;
     session.set_principal(Some(&query.user))?;
-    Ok(Json(json!({ "user": query.user })))
+    Ok(Json(json!({ "user": query.user })).into_response())
+}
+
+/// The longest user name (principal) the demo accepts, in bytes. NOTE: a
+/// principal must fit the admin API's URL to be revoked
+/// (`/admin/principals/{name}/sessions`, percent-encoded: up to 3 bytes of
+/// URL per byte of name), and a login is no place for kilobytes.
+const MAX_USER_NAME_BYTES: usize = 200;
+
+/// A 400 with a JSON body unless `user` is 1 to [`MAX_USER_NAME_BYTES`]
+/// bytes long.
+fn check_user_name(user: &str) -> Result<(), Response> {
+    if user.is_empty() || user.len() > MAX_USER_NAME_BYTES {
+        let message = format!(
+            "a user name of 1 to {MAX_USER_NAME_BYTES} bytes is needed (got {} bytes)",
+            user.len()
+        );
+        return Err((StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response());
+    }
+    Ok(())
 }
 
 /// Invalidates the session: data deleted, cookie expired.

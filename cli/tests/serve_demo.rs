@@ -274,6 +274,28 @@ fn every_route_of_the_demo_answers_as_the_contract_says() {
     let r = server.request("GET", "/api/count", Some(&id));
     assert_eq!(r.json()["count"], 2);
 
+    // A user name too long to revoke through the admin API's URL, or
+    // empty, is refused with 400 and changes nothing.
+    let long = "a".repeat(201);
+    for user in [long.as_str(), ""] {
+        let r = server.request("POST", &format!("/api/login?user={user}"), Some(&id));
+        assert_eq!(r.status, 400, "{r:?}");
+        assert!(
+            r.json()["error"]
+                .as_str()
+                .unwrap()
+                .contains("1 to 200 bytes")
+        );
+        assert_eq!(r.session_cookie(), None, "the id was not cycled");
+    }
+    let r = server.request(
+        "POST",
+        &format!("/api/login?user={}", "a".repeat(200)),
+        Some(&id),
+    );
+    assert_eq!(r.status, 200, "200 bytes are accepted");
+    let id = r.session_cookie().expect("a new id");
+
     // Login cycles the id: the data follows, the old id is dead.
     let r = server.request("POST", "/api/login?user=alice", Some(&id));
     assert_eq!(r.status, 200);
