@@ -14,7 +14,8 @@
 //!
 //! Answers are JSON (the `wire` types); errors are `{"error": MESSAGE,
 //! "code": CODE}` with `code` one of `unauthorized`, `admin_disabled`,
-//! `bad_request`, `no_such_session`, `not_found`, `unavailable`, `internal`.
+//! `bad_request`, `no_such_session`, `not_found`, `no_key_ring`,
+//! `unavailable`, `internal`.
 //! Container work runs on tokio's blocking pool.
 
 use std::sync::Arc;
@@ -35,6 +36,7 @@ use subtle::ConstantTimeEq;
 
 use crate::{
     CliError,
+    keys::{self, KeysJson, reload::ServerKeys},
     metrics::Metrics,
     ops,
     sweeper::{self, SweeperStatus},
@@ -98,6 +100,8 @@ pub(crate) struct AdminState {
     pub(crate) started: u64,
     /// The background sweeper's status.
     pub(crate) sweeper: Arc<SweeperStatus>,
+    /// The key ring of keel ids; `None` with zope ids.
+    pub(crate) keys: Option<Arc<ServerKeys>>,
 }
 
 impl std::fmt::Debug for AdminState {
@@ -129,6 +133,9 @@ pub(crate) fn router(state: AdminState) -> Router {
         )
         .route("/admin/sweep", post(sweep))
         .route("/admin/stats", get(stats))
+        .route("/admin/keys", get(list_keys))
+        .route("/admin/keys/rotate", post(rotate_keys))
+        .route("/admin/keys/retire", post(retire_keys))
         .route("/admin", any(unknown))
         .route("/admin/", any(unknown))
         .route("/admin/{*rest}", any(unknown))
@@ -229,6 +236,9 @@ impl From<CliError> for ApiError {
     fn from(err: CliError) -> Self {
         match err {
             CliError::Store(err) => ApiError::from(err),
+            CliError::NotFound(message) => {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", message)
+            }
             other => {
                 tracing::warn!(error = %other, "admin operation failed");
                 ApiError::new(
@@ -395,6 +405,79 @@ async fn sweep(
         );
     }
     Ok(Json(swept))
+}
+
+/// Run `keel keys` work on the blocking pool.
+async fn blocking_keys<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, CliError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|err| ApiError::from(CliError::Task(err)))?
+        .map_err(ApiError::from)
+}
+
+/// The server's key ring, or 409 `no_key_ring` (zope ids).
+fn server_keys(state: &AdminState) -> Result<Arc<ServerKeys>, ApiError> {
+    state.keys.clone().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "no_key_ring",
+            "this server uses zope ids, which have one secret (--secret-file) and no key ring",
+        )
+    })
+}
+
+/// `GET /admin/keys`: the stored key ring, `{"keys": [{"id", "signing",
+/// "created", "age_seconds"}]}` oldest first; never a secret.
+async fn list_keys(State(state): State<AdminState>) -> Result<Json<KeysJson>, ApiError> {
+    let keys = server_keys(&state)?;
+    Ok(Json(
+        blocking_keys(move || keys::list(keys.source())).await?,
+    ))
+}
+
+/// `POST /admin/keys/rotate`: adds a new signing key to the stored ring and
+/// uses it at once; the ring with `"added": ID`. Other servers sharing the
+/// database take it up at their next reload.
+async fn rotate_keys(State(state): State<AdminState>) -> Result<Json<KeysJson>, ApiError> {
+    let keys = server_keys(&state)?;
+    let rotated = blocking_keys(move || {
+        let rotated = keys::rotate(keys.source())?;
+        keys.reload()?;
+        Ok(rotated)
+    })
+    .await?;
+    tracing::info!(added = ?rotated.added, "admin rotated the key ring");
+    Ok(Json(rotated))
+}
+
+#[derive(Debug, Deserialize)]
+struct RetireQuery {
+    keep: Option<usize>,
+}
+
+/// `POST /admin/keys/retire?keep=N`: keeps only the `keep` (default 1, at
+/// least 1) newest keys of the stored ring and uses it at once: cookies
+/// signed only with a retired key stop verifying here now, on other servers
+/// sharing the database at their next reload. The ring with `"retired":
+/// [IDS]`.
+async fn retire_keys(
+    State(state): State<AdminState>,
+    Query(query): Query<RetireQuery>,
+) -> Result<Json<KeysJson>, ApiError> {
+    let keys = server_keys(&state)?;
+    let keep = query.keep.unwrap_or(1).max(1);
+    let retired = blocking_keys(move || {
+        let retired = keys::retire(keys.source(), keep)?;
+        keys.reload()?;
+        Ok(retired)
+    })
+    .await?;
+    if !retired.retired.is_empty() {
+        tracing::warn!(retired = ?retired.retired, "admin retired keys: their cookies no longer verify");
+    }
+    Ok(Json(retired))
 }
 
 /// `GET /admin/stats`: the container's figures and the server's counters.

@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin_api;
 mod database;
+mod keys;
 mod metrics;
 mod ops;
 mod output;
@@ -41,6 +42,11 @@ enum Command {
     /// Inspect and manage sessions: offline on a database file (`--db`) or
     /// online against a running server (`--url`, `--token-file`).
     Sessions(sessions::SessionsArgs),
+    /// Manage the signing key ring of keel client ids: list, rotate,
+    /// retire; offline (`--db`, `--secret-file`) or online (`--url`,
+    /// `--token-file`). Running servers take up a change within
+    /// `--key-reload-interval`.
+    Keys(keys::KeysArgs),
 }
 
 /// Client id formats.
@@ -97,6 +103,12 @@ struct ServeArgs {
     /// Expired sessions deleted per sweep batch (one durable commit each).
     #[arg(long, default_value_t = sweeper::DEFAULT_BATCH)]
     sweep_batch: usize,
+    /// Seconds between reads of the stored key ring (keel ids): a ring
+    /// changed by `keel keys` is used at most this long after, without a
+    /// restart (0 = never re-read; changes through this server's admin API
+    /// still apply at once).
+    #[arg(long, default_value_t = keys::reload::DEFAULT_RELOAD_INTERVAL.as_secs())]
+    key_reload_interval: u64,
 }
 
 fn main() -> ExitCode {
@@ -111,6 +123,7 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Keys(args) => keys::run(args),
         Command::Sessions(args) => {
             quiet_panics();
             match std::panic::catch_unwind(|| sessions::run(args)) {

@@ -38,6 +38,11 @@ use crate::{
     CliError, IdFormat, ServeArgs,
     admin_api::{self, AdminState, AdminToken, MetricsState},
     database::Database,
+    keys::{
+        self,
+        reload::ServerKeys,
+        source::{KEY_RING_SETTING, RingSource},
+    },
     metrics::{Metrics, TimedContainer},
     policy,
     sweeper::{self, SweeperStatus},
@@ -45,9 +50,6 @@ use crate::{
 
 /// The package id of the demo's data.
 pub(crate) const DEMO_PACKAGE: &str = "keel.demo";
-
-/// The setting under which the keel-format key ring is stored in the database.
-const KEY_RING_SETTING: &str = "keel.key_ring";
 
 const INDEX_TEMPLATE: &str = r#"<!doctype html>
 <html lang="en">
@@ -93,7 +95,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         // Offline `keel sessions` then judges expiry as this server does.
         policy::store(container.as_ref(), container.expiry())?;
     }
-    let ids = client_id_manager(&args, container.as_ref())?;
+    let (ids, keys) = client_id_manager(&args, &container)?;
     // The demo's counter is one hot record per client: retry conflicts enough
     // that 32 concurrent increments of one client all succeed.
     let transactions = keel_txn::TransactionManager::new().with_retry_policy(
@@ -110,7 +112,7 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(serve(args, manager, container, token, metrics))
+    runtime.block_on(serve(args, manager, container, token, metrics, keys))
 }
 
 /// Warn, in one line naming the file and the fix, when a secret file can be
@@ -208,30 +210,50 @@ fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliErro
     })
 }
 
+/// The client id manager, and with keel ids the key ring it signs with
+/// (reloaded every `--key-reload-interval` from where it is stored).
 fn client_id_manager(
     args: &ServeArgs,
-    container: &dyn SessionContainer,
-) -> Result<keel_session::CookieClientIdManager, CliError> {
-    let config = match args.id_format {
+    container: &Arc<dyn SessionContainer>,
+) -> Result<(keel_session::CookieClientIdManager, Option<Arc<ServerKeys>>), CliError> {
+    let (config, keys) = match args.id_format {
         IdFormat::Zope => {
             let path = args.secret_file.as_ref().ok_or_else(|| {
                 CliError::Usage("--id-format zope needs --secret-file".to_owned())
             })?;
-            CookieConfig::new(ZopeIdFormat::from_secret_file(path)?)
+            (
+                CookieConfig::new(ZopeIdFormat::from_secret_file(path)?),
+                None,
+            )
         }
-        IdFormat::Keel => CookieConfig::keel(load_key_ring(args, container)?),
+        IdFormat::Keel => {
+            let ring = load_key_ring(args, container.as_ref())?;
+            let source = match &args.secret_file {
+                Some(path) => RingSource::File(path.clone()),
+                None => RingSource::Setting {
+                    container: Arc::clone(container),
+                    name: if args.memory {
+                        "in memory".to_owned()
+                    } else {
+                        "of the server".to_owned()
+                    },
+                },
+            };
+            let interval = (args.key_reload_interval > 0)
+                .then(|| Duration::from_secs(args.key_reload_interval));
+            let keys = Arc::new(ServerKeys::new(source, ring, interval));
+            (CookieConfig::keel(keys.shared()), Some(keys))
+        }
     };
-    Ok(config.with_name(args.cookie_name.clone()).build()?)
+    Ok((config.with_name(args.cookie_name.clone()).build()?, keys))
 }
 
 /// The keel-format key ring: from `--secret-file` (created if missing), else
-/// from the database (created on first start), else a fresh one per process.
+/// from the database (created on first start; with `--memory`, a fresh one
+/// per process, kept in the RAM container for `keel keys --url`).
 fn load_key_ring(args: &ServeArgs, container: &dyn SessionContainer) -> Result<KeyRing, CliError> {
     if let Some(path) = &args.secret_file {
         return key_ring_file(path);
-    }
-    if args.memory {
-        return Ok(KeyRing::generate()?);
     }
     if let Some(bytes) = container.load_setting(KEY_RING_SETTING)? {
         return Ok(KeyRing::from_bytes(&bytes)?);
@@ -277,6 +299,7 @@ async fn serve(
     container: Arc<dyn SessionContainer>,
     token: Option<AdminToken>,
     metrics: Metrics,
+    keys: Option<Arc<ServerKeys>>,
 ) -> Result<(), CliError> {
     let mut templates = minijinja::Environment::new();
     templates
@@ -302,7 +325,9 @@ async fn serve(
         transactions: transactions.clone(),
         started,
         sweeper: status,
+        keys: keys.clone(),
     });
+    let reloader = keys.and_then(keys::reload::spawn);
     // Without a listener of its own, the exporter needs its histogram
     // buffers drained now and then, scraped or not.
     let upkeep = {
@@ -351,6 +376,9 @@ async fn serve(
     upkeep.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
+    }
+    if let Some(reloader) = reloader {
+        reloader.abort();
     }
     Ok(())
 }
@@ -448,7 +476,7 @@ fn form_value(body: &[u8], name: &str) -> Option<String> {
 async fn login_form(session: Session, body: Bytes) -> Result<Response, SessionError> {
     let user = form_value(&body, "user").unwrap_or_default();
     let user = user.trim();
-    if let Err(refused) = check_user_name(user) {
+    if let Some(refused) = refuse_user_name(user) {
         return Ok(refused);
     }
     session.cycle_id()?;
@@ -516,7 +544,7 @@ async fn login(
     session: Session,
     Query(query): Query<LoginQuery>,
 ) -> Result<Response, SessionError> {
-    if let Err(refused) = check_user_name(&query.user) {
+    if let Some(refused) = refuse_user_name(&query.user) {
         return Ok(refused);
     }
     session.cycle_id()?;
@@ -530,17 +558,17 @@ async fn login(
 /// URL per byte of name), and a login is no place for kilobytes.
 const MAX_USER_NAME_BYTES: usize = 200;
 
-/// A 400 with a JSON body unless `user` is 1 to [`MAX_USER_NAME_BYTES`]
+/// A 400 with a JSON body, unless `user` is 1 to [`MAX_USER_NAME_BYTES`]
 /// bytes long.
-fn check_user_name(user: &str) -> Result<(), Response> {
+fn refuse_user_name(user: &str) -> Option<Response> {
     if user.is_empty() || user.len() > MAX_USER_NAME_BYTES {
         let message = format!(
             "a user name of 1 to {MAX_USER_NAME_BYTES} bytes is needed (got {} bytes)",
             user.len()
         );
-        return Err((StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response());
+        return Some((StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response());
     }
-    Ok(())
+    None
 }
 
 /// Invalidates the session: data deleted, cookie expired.

@@ -13,7 +13,7 @@ use keel_store::ClientKey;
 use subtle::ConstantTimeEq;
 
 use crate::{
-    KeyRing, SessionError,
+    KeyRing, SessionError, SharedKeyRing,
     key_ring::{HmacSha256, fill_random},
     verified_ids::VerifiedIds,
 };
@@ -125,6 +125,17 @@ pub trait IdFormat: fmt::Debug + Send + Sync {
         self.verify(candidate)
             .then(|| ClientId::from_trusted(candidate))
     }
+
+    /// A number that changes whenever ids that verified may have stopped
+    /// verifying ([`KeelIdFormat`]: when a key left its
+    /// [`SharedKeyRing`]). Whoever remembers verified ids (a
+    /// [`CookieClientIdManager`](crate::CookieClientIdManager) does) reads
+    /// it before verifying, remembers under it, and forgets what it
+    /// remembered under another. A format whose verification never changes
+    /// keeps the default, always 0.
+    fn epoch(&self) -> u64 {
+        0
+    }
 }
 
 /// The format version byte that starts every version-1 id.
@@ -144,7 +155,8 @@ pub const KEEL_ID_LEN: usize = RAW_LEN / 3 * 4;
 ///
 /// New ids are signed with the ring's newest key; ids signed by any key of
 /// the ring verify, so a rotated ring keeps old sessions. To change the ring
-/// of a running server, build a new format (and manager) from it.
+/// of a running server, build the format from a [`SharedKeyRing`] and
+/// [`replace`](SharedKeyRing::replace) its ring.
 ///
 /// # Wire format (version 1)
 ///
@@ -171,9 +183,10 @@ pub const KEEL_ID_LEN: usize = RAW_LEN / 3 * 4;
 /// compared in constant time (`hmac`'s `verify_slice`, built on `subtle`).
 /// The HMAC state of every key is keyed once, when the ring is built.
 /// [`parse`](IdFormat::parse) also remembers, per thread, the ids that
-/// verified lately (a format's ring never changes), so a returning client
-/// skips the HMAC check; a value it has not seen verify is always checked in
-/// full, and remembered ids are compared in constant time.
+/// verified lately, so a returning client skips the HMAC check; a value it
+/// has not seen verify is always checked in full, remembered ids are
+/// compared in constant time, and every remembered id is forgotten when a
+/// key leaves the ring ([`IdFormat::epoch`]).
 ///
 /// ```
 /// use keel_session::{IdFormat, KeelIdFormat, KeyRing};
@@ -193,23 +206,31 @@ pub const KEEL_ID_LEN: usize = RAW_LEN / 3 * 4;
 /// ```
 #[derive(Clone, Debug)]
 pub struct KeelIdFormat {
-    ring: KeyRing,
-    /// Ids that verified lately: a format's ring never changes, so an id
-    /// that verified once always will.
+    ring: SharedKeyRing,
+    /// Ids that verified lately, under the ring's epoch: an id that verified
+    /// keeps verifying until a key leaves the ring.
     verified: Arc<VerifiedIds>,
 }
 
 impl KeelIdFormat {
-    /// The format signing with, and verifying against, `ring`.
-    pub fn new(ring: KeyRing) -> Self {
+    /// The format signing with, and verifying against, `ring`: a
+    /// [`KeyRing`] (fixed) or a [`SharedKeyRing`] (replaceable while the
+    /// format is in use).
+    pub fn new(ring: impl Into<SharedKeyRing>) -> Self {
         KeelIdFormat {
-            ring,
+            ring: ring.into(),
             verified: Arc::new(VerifiedIds::default()),
         }
     }
 
-    /// The key ring.
-    pub fn key_ring(&self) -> &KeyRing {
+    /// The current key ring.
+    pub fn key_ring(&self) -> Arc<KeyRing> {
+        self.ring.load()
+    }
+
+    /// The shared ring this format signs with; replacing its ring changes
+    /// this format's.
+    pub fn shared_key_ring(&self) -> &SharedKeyRing {
         &self.ring
     }
 
@@ -217,7 +238,8 @@ impl KeelIdFormat {
     pub fn signing_key_id(&self, candidate: &str) -> Option<u16> {
         let raw = decode(candidate)?;
         let key_id = u16::from_be_bytes([raw[1], raw[2]]);
-        let key = self.ring.find(key_id)?;
+        let ring = self.ring.load();
+        let key = ring.find(key_id)?;
         tag(key.mac(), &raw[..SIGNED_LEN])
             .verify_slice(&raw[SIGNED_LEN..])
             .is_ok()
@@ -231,7 +253,8 @@ impl IdFormat for KeelIdFormat {
     }
 
     fn mint(&self) -> Result<ClientId, SessionError> {
-        let key = self.ring.current();
+        let ring = self.ring.load();
+        let key = ring.current();
         let mut raw = [0u8; RAW_LEN];
         raw[0] = VERSION;
         raw[1..3].copy_from_slice(&key.id().to_be_bytes());
@@ -249,14 +272,22 @@ impl IdFormat for KeelIdFormat {
     /// from memory: most requests come from clients seen a moment ago, and
     /// the HMAC check and the key's hash were most of reading the cookie.
     fn parse(&self, candidate: &str) -> Option<ClientId> {
-        if let Some(id) = self.verified.get(candidate.as_bytes()) {
+        // NOTE: the epoch is read before the ring (`verify` loads it): an
+        // answer of a ring that was replaced meanwhile is remembered under
+        // the old epoch, so no later lookup returns it.
+        let epoch = self.ring.epoch();
+        if let Some(id) = self.verified.get(candidate.as_bytes(), epoch) {
             return Some(id);
         }
         let id = self
             .verify(candidate)
             .then(|| ClientId::from_trusted(candidate))?;
-        self.verified.remember(candidate.as_bytes(), &id);
+        self.verified.remember(candidate.as_bytes(), &id, epoch);
         Some(id)
+    }
+
+    fn epoch(&self) -> u64 {
+        self.ring.epoch()
     }
 }
 
@@ -339,7 +370,8 @@ mod tests {
     #[test]
     fn a_tag_over_another_version_or_key_id_does_not_verify() {
         let format = format();
-        let key = format.ring.current();
+        let ring = format.key_ring();
+        let key = ring.current();
         // Signed correctly, but version 2: a future format is not accepted
         // by this one.
         let mut raw = [0u8; RAW_LEN];
@@ -414,5 +446,33 @@ mod tests {
         // A remembered id does not verify under another format.
         let other = KeelIdFormat::new(KeyRing::generate().unwrap());
         assert_eq!(other.parse(s), None);
+    }
+
+    #[test]
+    fn retiring_a_key_makes_remembered_ids_of_it_fail_on_every_thread() {
+        let mut ring = KeyRing::generate().unwrap();
+        let shared = SharedKeyRing::new(ring.clone());
+        let format = KeelIdFormat::new(shared.clone());
+        let old = format.mint().unwrap();
+        // Remembered on this thread and on another.
+        assert!(format.parse(old.as_str()).is_some());
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert!(format.parse(old.as_str()).is_some()));
+        });
+        let newest = ring.rotate().unwrap();
+        assert!(!shared.replace(ring.clone()));
+        let new = format.mint().unwrap();
+        assert_eq!(format.signing_key_id(new.as_str()), Some(newest));
+        assert!(
+            format.parse(old.as_str()).is_some(),
+            "rotation keeps old ids"
+        );
+        ring.retain_newest(1);
+        assert!(shared.replace(ring));
+        assert_eq!(format.parse(old.as_str()), None);
+        std::thread::scope(|scope| {
+            scope.spawn(|| assert_eq!(format.parse(old.as_str()), None));
+        });
+        assert_eq!(format.parse(new.as_str()), Some(new));
     }
 }

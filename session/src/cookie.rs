@@ -47,7 +47,7 @@ use http::{
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use crate::{
-    ClientId, IdFormat, KeelIdFormat, KeyRing, SessionError, ZopeIdFormat,
+    ClientId, IdFormat, KeelIdFormat, SessionError, SharedKeyRing, ZopeIdFormat,
     verified_ids::VerifiedIds,
 };
 
@@ -225,8 +225,10 @@ impl CookieConfig {
         }
     }
 
-    /// Default settings with Keel's id format signed under `ring`.
-    pub fn keel(ring: KeyRing) -> Self {
+    /// Default settings with Keel's id format signed under `ring`: a
+    /// [`KeyRing`](crate::KeyRing), or a [`SharedKeyRing`] to replace the
+    /// ring while the manager runs.
+    pub fn keel(ring: impl Into<SharedKeyRing>) -> Self {
         Self::new(KeelIdFormat::new(ring))
     }
 
@@ -414,13 +416,15 @@ impl CookieConfig {
 /// same thread saw carry a verified id lately is answered from memory,
 /// without parsing: a header always parses to the same id. The header is
 /// found by a randomly seeded hash and compared in constant time; only
-/// headers whose id verified are remembered (up to 4,096 per thread).
+/// headers whose id verified are remembered (up to 4,096 per thread), and
+/// all are forgotten when the id format's [epoch](IdFormat::epoch) changes
+/// (a key was retired from its [`SharedKeyRing`]).
 ///
 /// # Differences from zope.session
 ///
 /// - Strict mode as in zope, but verification is constant-time, ids have 128
 ///   bits from the OS CSPRNG, and the default format signs with
-///   HMAC-SHA256 under a rotating [`KeyRing`].
+///   HMAC-SHA256 under a rotating [`KeyRing`](crate::KeyRing).
 /// - Duplicates: first valid wins (above), not last wins; a syntax error in
 ///   another cookie does not drop ours.
 /// - `HttpOnly` and `SameSite=Lax` are on by default; `SameSite`,
@@ -442,8 +446,9 @@ impl CookieConfig {
 pub struct CookieClientIdManager {
     /// Validated; `path` is already encoded.
     config: CookieConfig,
-    /// `Cookie` headers whose id verified lately: a header always parses to
-    /// the same id, so a returning client's header is not parsed again.
+    /// `Cookie` headers whose id verified lately, under the format's epoch:
+    /// a header always parses to the same id, so a returning client's header
+    /// is not parsed again.
     remembered: Arc<VerifiedIds>,
 }
 
@@ -615,13 +620,16 @@ impl ClientIdManager for CookieClientIdManager {
         let (Some(only), None) = (cookie_headers.next(), cookie_headers.next()) else {
             return self.parse_cookie_headers(request_headers.get_all(COOKIE));
         };
-        if let Some(id) = self.remembered.get(only.as_bytes()) {
+        // NOTE: read before verifying, so an answer under a ring replaced
+        // meanwhile is remembered under the old epoch and never returned.
+        let epoch = self.config.format.epoch();
+        if let Some(id) = self.remembered.get(only.as_bytes(), epoch) {
             return Some(id);
         }
         let id = self.parse_cookie_headers([only])?;
         // NOTE: only verified ids are remembered; thirdparty ids are not.
         if !self.config.thirdparty {
-            self.remembered.remember(only.as_bytes(), &id);
+            self.remembered.remember(only.as_bytes(), &id, epoch);
         }
         Some(id)
     }

@@ -99,7 +99,7 @@ pub use crate::cookie::{
 pub use client_id::{ClientId, IdFormat, KEEL_ID_LEN, KeelIdFormat};
 pub use csrf::{CSRF_FORM_FIELD, CSRF_HEADER, CSRF_PACKAGE, CsrfLayer, CsrfService, CsrfToken};
 pub use error::SessionError;
-pub use key_ring::KeyRing;
+pub use key_ring::{KeyRing, SharedKeyRing};
 pub use layer::{
     CommitFailure, ErrorResponder, RetryRequest, SessionLayer, SessionService,
     default_error_response,

@@ -3,10 +3,16 @@
 //! Checking an id's HMAC and hashing it for the store were most of the CPU
 //! of reading a session cookie, and parsing the `Cookie` header most of the
 //! rest. What a request presents decides its id: an id that verified under
-//! a format's key ring always will (the ring of a format never changes), and
-//! a `Cookie` header always parses to the same id. So each thread remembers,
-//! by what was presented, the ids it verified lately, and answers them
-//! without the parsing and the cryptography.
+//! a format's key ring verifies until a key leaves the ring, and a `Cookie`
+//! header always parses to the same id. So each thread remembers, by what
+//! was presented, the ids it verified lately, and answers them without the
+//! parsing and the cryptography.
+//!
+//! Each entry is remembered under the format's epoch
+//! ([`IdFormat::epoch`](crate::IdFormat::epoch)) read before it was verified;
+//! a lookup under another epoch finds nothing, so when a key is retired
+//! every id remembered until then is verified again, in full, on its next
+//! request.
 //!
 //! Only presentations whose id verified are remembered, so a forged id never
 //! skips the HMAC check. Lookups never compare a presented value with a
@@ -48,7 +54,14 @@ pub(crate) struct VerifiedIds {
 /// by side, and the borrow flag is written on every lookup.
 #[derive(Default)]
 #[repr(align(128))]
-struct Slot(RefCell<HashMap<u64, Remembered, FixedState>>);
+struct Slot(RefCell<Ids>);
+
+/// The ids one thread remembers, all verified under epoch `epoch`.
+#[derive(Default)]
+struct Ids {
+    epoch: u64,
+    by_hash: HashMap<u64, Remembered, FixedState>,
+}
 
 struct Remembered {
     presented: Box<[u8]>,
@@ -57,30 +70,43 @@ struct Remembered {
 
 impl VerifiedIds {
     /// The id whose presentation was `presented`, if this thread verified
-    /// it lately.
-    pub(crate) fn get(&self, presented: &[u8]) -> Option<ClientId> {
+    /// it lately, under epoch `epoch`.
+    pub(crate) fn get(&self, presented: &[u8], epoch: u64) -> Option<ClientId> {
         let slot = self.threads.get()?;
         // NOTE: the keys are already seeded hashes, so the map itself hashes
         // them with a fixed seed; a busy borrow (not in practice: nothing
         // here calls back) counts as not remembered.
         let ids = slot.0.try_borrow().ok()?;
-        let entry = ids.get(&self.hasher.hash_one(presented))?;
+        if ids.epoch != epoch {
+            return None;
+        }
+        let entry = ids.by_hash.get(&self.hasher.hash_one(presented))?;
         same_in_constant_time(&entry.presented, presented).then(|| entry.id.clone())
     }
 
-    /// Remember `id`, which just verified, as the id `presented` gives;
-    /// nothing if `presented` is longer than [`MAX_REMEMBERED_LEN`].
-    pub(crate) fn remember(&self, presented: &[u8], id: &ClientId) {
+    /// Remember `id`, which just verified under epoch `epoch` (read before
+    /// verifying), as the id `presented` gives; nothing if `presented` is
+    /// longer than [`MAX_REMEMBERED_LEN`] or the thread already remembers
+    /// under a later epoch. A later epoch forgets everything remembered
+    /// under the earlier one.
+    pub(crate) fn remember(&self, presented: &[u8], id: &ClientId, epoch: u64) {
         if presented.len() > MAX_REMEMBERED_LEN {
             return;
         }
         let Ok(mut ids) = self.threads.get_or(Slot::default).0.try_borrow_mut() else {
             return;
         };
-        if ids.len() >= MAX_IDS_PER_THREAD {
-            ids.clear();
+        if epoch < ids.epoch {
+            return;
         }
-        ids.insert(
+        if epoch > ids.epoch {
+            ids.by_hash.clear();
+            ids.epoch = epoch;
+        }
+        if ids.by_hash.len() >= MAX_IDS_PER_THREAD {
+            ids.by_hash.clear();
+        }
+        ids.by_hash.insert(
             self.hasher.hash_one(presented),
             Remembered {
                 presented: presented.into(),

@@ -234,7 +234,10 @@ fn the_generated_header_bytes_are_all_valid_header_values() {
     // The property tests below unwrap `HeaderValue::from_bytes`: here is
     // why it cannot fail for what they generate.
     for byte in (0..=255u8).filter(|b| *b == b'\t' || (0x20..=0x7e).contains(b) || *b >= 0x80) {
-        assert!(HeaderValue::from_bytes(&[b'a', byte, b'a']).is_ok(), "{byte:#x}");
+        assert!(
+            HeaderValue::from_bytes(&[b'a', byte, b'a']).is_ok(),
+            "{byte:#x}"
+        );
     }
 }
 

@@ -146,6 +146,30 @@ pub enum StoreError {
     /// The transaction could not be joined or used.
     #[error(transparent)]
     Transaction(#[from] keel_txn::TxnError),
+    /// The database file could not be opened or created: permissions, a
+    /// read-only or full file system, a directory given as the path, a
+    /// missing file for a read-only open. `remedy` says what to do. A file
+    /// that was being created is not left behind.
+    #[error("cannot open the session database {path}: {source}; {remedy}")]
+    CannotOpen {
+        /// The file.
+        path: PathBuf,
+        /// What the operator can do about it.
+        remedy: String,
+        /// The operating system's (or redb's) error.
+        #[source]
+        source: BoxError,
+    },
+    /// A write to a database opened read-only (see
+    /// [`RedbOptions::with_read_only`](crate::RedbOptions::with_read_only)).
+    /// Nothing was written.
+    #[error(
+        "{path} was opened read-only: nothing was written (open it without read-only mode to change it)"
+    )]
+    ReadOnly {
+        /// The file.
+        path: PathBuf,
+    },
 }
 
 impl StoreError {

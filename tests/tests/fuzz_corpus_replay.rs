@@ -146,15 +146,3 @@ fn the_known_issue_inputs_still_reproduce() {
         );
     }
 }
-
-/// Write the seeds into `fuzz/corpus/<target>/` (run by hand; see
-/// seeds.rs).
-#[test]
-#[ignore = "writes the seed corpus into the source tree"]
-fn write_seed_corpus() {
-    for seed in seeds::seeds() {
-        let dir = corpus_dir(seed.target);
-        fs::create_dir_all(&dir).unwrap();
-        fs::write(dir.join(&seed.name), &seed.bytes).unwrap();
-    }
-}

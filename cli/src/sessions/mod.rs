@@ -5,8 +5,8 @@
 //! Sessions are shown only by their `key` (the hashed client id); nothing
 //! here prints a client id, a cookie value or a secret.
 
-mod offline;
-mod online;
+pub(crate) mod offline;
+pub(crate) mod online;
 
 use std::{
     io::{BufWriter, Write},
@@ -126,6 +126,23 @@ enum SessionsCommand {
     },
 }
 
+impl SessionsCommand {
+    /// Whether the command only reads: offline, it opens the database file
+    /// read-only and never changes a byte of it.
+    fn only_reads(&self) -> bool {
+        match self {
+            SessionsCommand::List { .. }
+            | SessionsCommand::Show { .. }
+            | SessionsCommand::Stats
+            | SessionsCommand::Export { .. } => true,
+            SessionsCommand::Rm { .. }
+            | SessionsCommand::RevokePrincipal { .. }
+            | SessionsCommand::Sweep { .. }
+            | SessionsCommand::Populate { .. } => false,
+        }
+    }
+}
+
 /// The admin operations, offline or online. Keys are validated before they
 /// get here.
 trait Admin {
@@ -198,6 +215,7 @@ pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
             &Database::from_arg(&db),
             target.timeout,
             target.resolution,
+            args.command.only_reads(),
         )?),
     };
     let stdout = std::io::stdout();

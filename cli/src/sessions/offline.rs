@@ -31,15 +31,19 @@ pub(super) struct Offline {
 }
 
 /// Open the container `db` names, judging expiry with `policy` and taking
-/// the time from `clock` if given. Returns it with the name errors give it.
-fn open_container(
+/// the time from `clock` if given; a redb file read-only if `read_only`
+/// (the file is never written). Returns it with the name errors give it.
+pub(crate) fn open_container(
     db: &Database,
     policy: ExpiryPolicy,
     clock: Option<Arc<dyn Clock>>,
+    read_only: bool,
 ) -> Result<(Box<dyn SessionContainer>, PathBuf), CliError> {
     match db {
         Database::File(path) => {
-            let mut options = RedbOptions::new().with_expiry(policy);
+            let mut options = RedbOptions::new()
+                .with_expiry(policy)
+                .with_read_only(read_only);
             if let Some(clock) = clock {
                 options = options.with_clock(clock);
             }
@@ -87,11 +91,13 @@ fn names_the_file(err: &StoreError) -> bool {
             | StoreError::UnsupportedFormat { .. }
             | StoreError::DatabaseInUse { .. }
             | StoreError::Corrupted { .. }
+            | StoreError::CannotOpen { .. }
+            | StoreError::ReadOnly { .. }
     )
 }
 
 /// `err` as a CLI error that names the file `path`.
-fn in_file(path: &Path) -> impl Fn(StoreError) -> CliError + '_ {
+pub(crate) fn in_file(path: &Path) -> impl Fn(StoreError) -> CliError + '_ {
     move |err| {
         if names_the_file(&err) {
             CliError::Store(err)
@@ -115,18 +121,21 @@ fn apply(mut policy: ExpiryPolicy, timeout: Option<u64>, resolution: Option<u64>
 }
 
 impl Offline {
-    /// Open the existing database `path`. Expiry is judged with `timeout` and
-    /// `resolution` where given, else with what `keel serve` recorded in
-    /// the file, else with the defaults.
+    /// Open the existing database `path`, read-only if `read_only` (a redb
+    /// file is then opened for reading only and never written). Expiry is
+    /// judged with `timeout` and `resolution` where given, else with what
+    /// `keel serve` recorded in the file, else with the defaults.
     ///
     /// # Errors
     /// [`CliError::NoDatabase`] if there is no such file (it is not
     /// created); the store's open errors, which name the file
-    /// (`DatabaseInUse` suggests `--url`).
+    /// (`DatabaseInUse` suggests `--url`; an empty file is not a database
+    /// for a read-only open).
     pub(super) fn open(
         db: &Database,
         timeout: Option<u64>,
         resolution: Option<u64>,
+        read_only: bool,
     ) -> Result<Self, CliError> {
         if let Database::File(path) = db
             && !path.exists()
@@ -136,14 +145,14 @@ impl Offline {
             });
         }
         let defaults = apply(ExpiryPolicy::default(), timeout, resolution);
-        let (mut container, path) = open_container(db, defaults, None)?;
+        let (mut container, path) = open_container(db, defaults, None, read_only)?;
         let recorded = policy::load(container.as_ref()).map_err(in_file(&path))?;
         if let Some(recorded) = recorded {
             let wanted = apply(recorded, timeout, resolution);
             if wanted != defaults {
                 // The policy is fixed at open: close and open again with it.
                 drop(container);
-                container = open_container(db, wanted, None)?.0;
+                container = open_container(db, wanted, None, read_only)?.0;
             }
         }
         Ok(Offline { container, path })
@@ -235,7 +244,7 @@ pub(super) fn populate(
         .saturating_sub(policy.resolution())
         .saturating_sub(60);
     let clock = ManualClock::new(now);
-    let (container, path) = open_container(db, policy, Some(Arc::new(clock.clone())))?;
+    let (container, path) = open_container(db, policy, Some(Arc::new(clock.clone())), false)?;
     let path = path.as_path();
     let manager = TransactionManager::new();
     let started = Instant::now();

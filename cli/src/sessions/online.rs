@@ -22,7 +22,7 @@ const BATCHES_PER_REQUEST: usize = 10;
 const TIMEOUT: Duration = Duration::from_secs(600);
 
 /// A client of a server's admin API.
-pub(super) struct Online {
+pub(crate) struct Online {
     agent: ureq::Agent,
     base: String,
     /// `Bearer TOKEN`; never printed.
@@ -50,7 +50,7 @@ impl Online {
     /// [`CliError::ReadFile`] for an unreadable token file,
     /// [`CliError::Usage`] for an empty one or a URL this build cannot
     /// reach.
-    pub(super) fn connect(url: &str, token_file: &Path) -> Result<Self, CliError> {
+    pub(crate) fn connect(url: &str, token_file: &Path) -> Result<Self, CliError> {
         let base = url.trim_end_matches('/').to_owned();
         if base.starts_with("https://") {
             return Err(CliError::Usage(format!(
@@ -154,7 +154,11 @@ impl Online {
         }
     }
 
-    fn expect<T: DeserializeOwned>(&self, method: &str, path: &str) -> Result<T, CliError> {
+    pub(crate) fn expect<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<T, CliError> {
         self.json(method, path)?.ok_or_else(|| CliError::Http {
             url: format!("{}{path}", self.base),
             status: 404,

@@ -22,7 +22,7 @@ use std::{
 };
 
 use parking_lot::RwLock;
-use redb::{Database, Durability, ReadableDatabase, ReadableTable};
+use redb::{Durability, ReadableTable};
 use tokio::sync::oneshot;
 
 use crate::{
@@ -30,7 +30,7 @@ use crate::{
     engine::apply::{self, ChangeSet},
     redb::{
         codec,
-        open::guard_panic,
+        open::{Db, guard_panic},
         snapshot::LatestSnapshot,
         tables,
         view::{WriteTables, storage},
@@ -38,10 +38,10 @@ use crate::{
 };
 
 /// The database, shared by the committer (which may replace it) and readers.
-pub(crate) type DbSlot = Arc<RwLock<Option<Database>>>;
+pub(crate) type DbSlot = Arc<RwLock<Option<Db>>>;
 
 /// Opens the database again after a storage error.
-pub(crate) type Reopen = Box<dyn FnMut() -> Result<Database, StoreError> + Send>;
+pub(crate) type Reopen = Box<dyn FnMut() -> Result<Db, StoreError> + Send>;
 
 /// Work for the committer.
 #[derive(Debug)]
@@ -103,6 +103,9 @@ impl Reply {
 /// dropped (after it has answered everything queued).
 #[derive(Debug)]
 pub(crate) struct CommitterHandle {
+    /// The file, if it was opened read-only: every job but a reopen is
+    /// refused before it is queued.
+    read_only: Option<PathBuf>,
     sender: Option<mpsc::Sender<Request>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -121,6 +124,12 @@ impl CommitterHandle {
         max_batch: usize,
         index_created: bool,
     ) -> Result<Self, StoreError> {
+        // A database opened read-only stays read-only across reopening.
+        let read_only = db
+            .read()
+            .as_ref()
+            .is_some_and(|db| db.writable().is_none())
+            .then(|| path.clone());
         let (sender, requests) = mpsc::channel();
         let committer = Committer {
             path,
@@ -138,6 +147,7 @@ impl CommitterHandle {
             .spawn(move || committer.run())
             .map_err(storage("starting the committer thread"))?;
         Ok(CommitterHandle {
+            read_only,
             sender: Some(sender),
             thread: Some(thread),
         })
@@ -172,6 +182,11 @@ impl CommitterHandle {
     }
 
     fn queue(&self, job: Job, reply: Reply) -> Result<(), StoreError> {
+        if let Some(path) = &self.read_only
+            && !matches!(job, Job::Reopen)
+        {
+            return Err(StoreError::ReadOnly { path: path.clone() });
+        }
         let sender = self.sender.as_ref().ok_or(StoreError::Closed)?;
         sender
             .send(Request { job, reply })
@@ -307,7 +322,13 @@ impl Committer {
             let db = slot
                 .as_ref()
                 .ok_or(Failure::NotWritten(StoreError::Closed))?;
-            db.begin_write()
+            db.writable()
+                .ok_or_else(|| {
+                    Failure::NotWritten(StoreError::ReadOnly {
+                        path: self.path.clone(),
+                    })
+                })?
+                .begin_write()
                 .map_err(storage(BEGIN))
                 .map_err(Failure::NotWritten)?
         };
@@ -406,7 +427,7 @@ fn run_job(
 ///
 /// # Errors
 /// [`StoreError::Storage`] if it cannot be read.
-pub(crate) fn read_last_tid(db: &Database) -> Result<u64, StoreError> {
+pub(crate) fn read_last_tid(db: &Db) -> Result<u64, StoreError> {
     const READ: &str = "reading the commit sequence number";
     let txn = db.begin_read().map_err(storage(READ))?;
     let meta = txn.open_table(tables::META).map_err(storage(READ))?;

@@ -23,7 +23,7 @@ use keel_txn::{
     BoxError, DataManager, PendingVote, PerThread, SavepointState, ThreadHandle, Transaction,
 };
 use parking_lot::RwLock;
-use redb::{ReadTransaction, ReadableDatabase, StorageBackend};
+use redb::{ReadTransaction, StorageBackend};
 
 use self::{
     committer::{CommitterHandle, DbSlot, Job, read_last_tid},
@@ -61,6 +61,7 @@ pub struct RedbOptions {
     max_batch: usize,
     cache_size: Option<usize>,
     check_integrity: bool,
+    read_only: bool,
     backend: Option<BackendFactory>,
 }
 
@@ -72,6 +73,7 @@ impl fmt::Debug for RedbOptions {
             .field("max_batch", &self.max_batch)
             .field("cache_size", &self.cache_size)
             .field("check_integrity", &self.check_integrity)
+            .field("read_only", &self.read_only)
             .field("custom_backend", &self.backend.is_some())
             .finish()
     }
@@ -93,6 +95,7 @@ impl RedbOptions {
             max_batch: 256,
             cache_size: None,
             check_integrity: false,
+            read_only: false,
             backend: None,
         }
     }
@@ -129,6 +132,18 @@ impl RedbOptions {
     /// instead of failing later.
     pub fn with_integrity_check(mut self, enabled: bool) -> Self {
         self.check_integrity = enabled;
+        self
+    }
+
+    /// Open an existing database read-only: the file is opened for reading
+    /// only and never written, not even to repair it (a file that was not
+    /// closed cleanly is repaired in memory). A missing or empty file is an
+    /// error, never made a database. Every write (a commit, a deletion, a
+    /// sweep, a setting) fails with [`StoreError::ReadOnly`]; the integrity
+    /// check is not made. For inspecting a file, also on a read-only file
+    /// system.
+    pub fn with_read_only(mut self, read_only: bool) -> Self {
+        self.read_only = read_only;
         self
     }
 
@@ -228,7 +243,9 @@ struct Inner {
 
 impl RedbContainer {
     /// Open the session database at `path`, creating it if the file does not
-    /// exist or is empty, with the default [`RedbOptions`].
+    /// exist or is empty, with the default [`RedbOptions`]. A new database is
+    /// created atomically: built under a temporary name beside `path`, then
+    /// moved into place, so a failed creation leaves no file at `path`.
     ///
     /// # Errors
     /// As for [`open_with`](Self::open_with).
@@ -250,7 +267,10 @@ impl RedbContainer {
     /// - [`StoreError::UnsupportedFormat`]: written by a newer Keel.
     /// - [`StoreError::DatabaseInUse`]: another process has it open.
     /// - [`StoreError::Corrupted`]: damaged beyond repair.
-    /// - [`StoreError::Storage`]: any other I/O error.
+    /// - [`StoreError::CannotOpen`]: an I/O error (permissions, a read-only
+    ///   or full file system, a directory, a missing file for a read-only
+    ///   open); the message says what to do.
+    /// - [`StoreError::Storage`]: the committer thread cannot start.
     pub fn open_with(path: impl AsRef<Path>, options: RedbOptions) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let target = match &options.backend {

@@ -27,12 +27,13 @@ use std::sync::Arc;
 
 use keel_txn::ThreadHandle;
 use parking_lot::{Mutex, RwLock};
-use redb::{Database, ReadTransaction, ReadableDatabase};
+use redb::ReadTransaction;
 use thread_local::ThreadLocal;
 
 use crate::{
     StoreError,
     redb::{
+        open::Db,
         read_cache::ReadCache,
         view::{SnapshotTables, snapshot_tables, storage},
     },
@@ -52,7 +53,7 @@ impl Snapshot {
     /// # Errors
     /// [`StoreError::Storage`] if redb cannot begin a read transaction or
     /// open a table.
-    pub(crate) fn begin(db: &Database) -> Result<Self, StoreError> {
+    pub(crate) fn begin(db: &Db) -> Result<Self, StoreError> {
         let txn = db
             .begin_read()
             .map_err(storage("reading the session database"))?;
@@ -128,7 +129,7 @@ impl LatestSnapshot {
     /// commit and before answering it). If one cannot be opened, nothing is
     /// published, so that readers open their own and meet the error
     /// themselves rather than read an older state.
-    pub(crate) fn publish(&self, db: &Database) {
+    pub(crate) fn publish(&self, db: &Db) {
         let snapshot = match Snapshot::begin(db) {
             Ok(snapshot) => Some(Arc::new(snapshot)),
             Err(err) => {

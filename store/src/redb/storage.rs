@@ -72,8 +72,8 @@ const BLOCK: u64 = 4096;
 
 /// Reads from a base backend, keeps every write in memory: redb can repair
 /// (and so read) a file that was not closed cleanly while the file itself is
-/// never written. Used only to look inside a file before deciding to open it.
-/// Takes no locks.
+/// never written. Used to look inside a file before deciding to open it, and
+/// to open one read-only. Its locks are shared locks on the base.
 pub(crate) struct Overlay {
     base: Box<dyn StorageBackend>,
     state: Mutex<OverlayState>,
@@ -206,9 +206,39 @@ impl StorageBackend for Overlay {
         Ok(())
     }
 
-    // NOTE: no locking (redb's default: unsupported). The base may be a
-    // read-only file, on which an exclusive byte-range lock fails; the probe
-    // took a shared lock through a read-only open just before.
+    // NOTE: the overlay never writes its base, so every lock is taken
+    // shared on the base: an exclusive lock asked for by the redb writer
+    // that repairs the overlay would fail on a file opened read-only, and
+    // must not stop other readers. A real writer (`keel serve`) is still
+    // excluded, and excludes the overlay.
+
+    fn try_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.base.try_lock_shared_range(start, end)
+    }
+
+    fn try_lock_shared_range(
+        &self,
+        start: Bound<u64>,
+        end: Bound<u64>,
+    ) -> Result<bool, BackendError> {
+        self.base.try_lock_shared_range(start, end)
+    }
+
+    fn lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.base.lock_shared_range(start, end)
+    }
+
+    fn lock_shared_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.base.lock_shared_range(start, end)
+    }
+
+    fn unlock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<(), BackendError> {
+        self.base.unlock_range(start, end)
+    }
+
+    fn query_lock_range(&self, start: Bound<u64>, end: Bound<u64>) -> Result<bool, BackendError> {
+        self.base.query_lock_range(start, end)
+    }
 
     fn close(&self) -> Result<(), io::Error> {
         self.base.close()

@@ -5,7 +5,7 @@
 //!
 //! The seeds are checked in as `fuzz/corpus/<target>/seed-*`; regenerate them
 //! with
-//! `cargo test -p keel-tests --test fuzz_corpus_replay -- --ignored write_seed_corpus`.
+//! `cargo run -p keel-tests --example write_seed_corpus`.
 //! Inputs the fuzzer found, and regression inputs, sit beside them under
 //! other names.
 
