@@ -14,8 +14,9 @@
 //!
 //! Answers are JSON (the `wire` types); errors are `{"error": MESSAGE,
 //! "code": CODE}` with `code` one of `unauthorized`, `admin_disabled`,
-//! `bad_request`, `no_such_session`, `not_found`, `no_key_ring`,
-//! `unavailable`, `internal`.
+//! `bad_request`, `method_not_allowed`, `no_such_session`, `not_found`,
+//! `no_key_ring`, `unavailable`, `internal`: also for what axum's extractors
+//! refuse and for a wrong method.
 //! Container work runs on tokio's blocking pool.
 
 use std::sync::Arc;
@@ -140,7 +141,65 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/admin/", any(unknown))
         .route("/admin/{*rest}", any(unknown))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Every error of the admin API in its JSON form: the rejections of axum's
+/// extractors (a path that is not UTF-8 once decoded, `?limit=abc`) and its
+/// 405 for a wrong method come as plain text or an empty body; they get the
+/// `{"error", "code"}` body of the API's own errors, the same status and
+/// headers (a 405 keeps its `Allow`).
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    // NOTE: axum's rejection texts are one line; anything longer is cut.
+    let text = axum::body::to_bytes(body, 4096)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let (code, message) = match status {
+        StatusCode::METHOD_NOT_ALLOWED => {
+            let allowed = parts
+                .headers
+                .get(header::ALLOW)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            (
+                "method_not_allowed",
+                format!("this admin route does not take that method; it takes: {allowed}"),
+            )
+        }
+        StatusCode::NOT_FOUND => ("not_found", "no such admin route".to_owned()),
+        _ if status.is_client_error() => (
+            "bad_request",
+            if text.is_empty() {
+                "bad request".to_owned()
+            } else {
+                text
+            },
+        ),
+        _ => (
+            "internal",
+            "internal error; see the server's log".to_owned(),
+        ),
+    };
+    let json = ApiError::new(status, code, message).into_response();
+    let (json_parts, json_body) = json.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in &json_parts.headers {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, json_body)
 }
 
 /// What `/metrics` reads.
@@ -280,12 +339,21 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .and_then(bearer);
     match presented {
         Some(presented) if token.matches(presented) => next.run(request).await,
-        _ => ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid admin token is required: `Authorization: Bearer TOKEN`",
-        )
-        .into_response(),
+        _ => {
+            // NOTE: never the presented token: it may be a real one mistyped.
+            tracing::warn!(
+                method = %request.method(),
+                path = request.uri().path(),
+                token_given = presented.is_some(),
+                "admin request refused: missing or wrong token"
+            );
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "a valid admin token is required: `Authorization: Bearer TOKEN`",
+            )
+            .into_response()
+        }
     }
 }
 

@@ -234,3 +234,49 @@ fn bad_token_files_and_urls_are_clear_errors() {
     assert!(stderr.contains("empty"), "{stderr}");
     assert!(!db.exists(), "refused before the database was opened");
 }
+
+/// The admin API answers every error in its JSON form, with the status the
+/// error deserves: a path that is not UTF-8 once decoded, a query that does
+/// not parse, a wrong method (keeping `Allow`); a refused token is logged
+/// without the token.
+#[test]
+fn every_admin_api_error_is_json_and_a_refused_token_is_logged_without_it() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[]);
+    let bearer = format!("Bearer {TOKEN}");
+    for (method, path, status, code) in [
+        ("GET", "/admin/sessions/%ff", 400, "bad_request"),
+        ("GET", "/admin/sessions?limit=abc", 400, "bad_request"),
+        ("GET", "/admin/sessions?data=maybe", 400, "bad_request"),
+        ("PUT", "/admin/stats", 405, "method_not_allowed"),
+        ("GET", "/admin/sweep", 405, "method_not_allowed"),
+        ("GET", "/admin/nothing-here", 404, "not_found"),
+    ] {
+        let r = server.request(method, path, Some(&bearer), None);
+        assert_eq!(r.status, status, "{method} {path}: {r:?}");
+        assert!(
+            r.header("content-type")
+                .is_some_and(|t| t.starts_with("application/json")),
+            "{method} {path}: {r:?}"
+        );
+        let json = r.json();
+        assert_eq!(json["code"], code, "{method} {path}: {json}");
+        assert!(
+            json["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{method} {path}: {json}"
+        );
+        if status == 405 {
+            assert!(r.header("allow").is_some(), "{method} {path}: {r:?}");
+        }
+    }
+    let refused = server.request(
+        "GET",
+        "/admin/stats",
+        Some("Bearer a-mistyped-admin-token"),
+        None,
+    );
+    assert_eq!(refused.status, 401);
+    let logs = server.stop();
+    assert!(logs.contains("admin request refused"), "{logs}");
+    assert!(!logs.contains("a-mistyped-admin-token"), "{logs}");
+}
