@@ -206,6 +206,16 @@ fn replace_empty(file: &Path, path: &Path, builder: &Builder) -> Result<(), Stor
         return Ok(());
     }
     let temp = build_database(file, path, builder)?;
+    // NOTE: the empty file's mode is the operator's choice (it may be 0640
+    // for a group that reads backups): the database that replaces it keeps
+    // it rather than the 0600 of a file Keel creates.
+    let kept = empty
+        .metadata()
+        .and_then(|metadata| fs::set_permissions(&temp, metadata.permissions()));
+    if let Err(err) = kept {
+        let _ = fs::remove_file(&temp);
+        return Err(cannot_open(path, err));
+    }
     if let Err(err) = fs::rename(&temp, file) {
         let _ = fs::remove_file(&temp);
         return Err(cannot_open(path, err));
