@@ -56,11 +56,23 @@ impl FromStr for ClientKey {
     type Err = StoreError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(s, &mut bytes).map_err(|err| StoreError::InvalidInput {
+        let invalid = |reason: String| StoreError::InvalidInput {
             what: "session key",
-            reason: format!("expected 64 hex digits: {err}"),
-        })?;
+            reason,
+        };
+        if let Some((at, c)) = s.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
+            return Err(invalid(format!(
+                "{c:?} at position {} is not a hex digit (a session key is 64 hex digits, 0-9 and a-f)",
+                s[..at].chars().count() + 1
+            )));
+        }
+        let mut bytes = [0u8; 32];
+        if s.len() != 64 || hex::decode_to_slice(s, &mut bytes).is_err() {
+            return Err(invalid(format!(
+                "a session key is 64 hex digits; this one has {}",
+                s.len()
+            )));
+        }
         Ok(ClientKey(bytes))
     }
 }

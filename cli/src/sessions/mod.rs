@@ -78,12 +78,14 @@ enum SessionsCommand {
     },
     /// Show one session with its data (values as JSON).
     Show {
-        /// The session's key (64 hex digits, from `list`).
+        /// The session's key (64 hex digits, from `list`), or a unique
+        /// prefix of it (8 hex digits or more).
         key: String,
     },
     /// Delete sessions.
     Rm {
-        /// The sessions' keys.
+        /// The sessions' keys, or unique prefixes of them (8 hex digits or
+        /// more).
         #[arg(required = true)]
         keys: Vec<String>,
     },
@@ -235,7 +237,7 @@ fn execute(
             list(admin, after, (!all).then_some(limit), json, out)
         }
         SessionsCommand::Show { key } => {
-            check_key(&key)?;
+            let key = resolve_key(admin, &key)?;
             let session = admin
                 .show(&key)?
                 .ok_or_else(|| CliError::NotFound(format!("no session {key}")))?;
@@ -246,9 +248,10 @@ fn execute(
             }
         }
         SessionsCommand::Rm { keys } => {
-            for key in &keys {
-                check_key(key)?;
-            }
+            let keys = keys
+                .iter()
+                .map(|key| resolve_key(admin, key))
+                .collect::<Result<Vec<_>, _>>()?;
             let mut removed = 0;
             let mut missing = Vec::new();
             for key in &keys {
@@ -354,6 +357,70 @@ fn check_key(key: &str) -> Result<(), CliError> {
     ops::parse_key(key).map(|_| ()).map_err(CliError::Store)
 }
 
+/// The shortest key prefix `show` and `rm` take.
+const MIN_PREFIX: usize = 8;
+
+/// `key` itself if it is a whole key (64 hex digits); the one stored key
+/// that starts with it if it is a prefix of 8 or more hex digits.
+///
+/// # Errors
+/// [`CliError::Store`] (Keel's words) for what is not hex or too short;
+/// [`CliError::NotFound`] when no key starts with the prefix, or when
+/// several do (naming them, so the user can pick).
+fn resolve_key(admin: &dyn Admin, key: &str) -> Result<String, CliError> {
+    if key.len() >= 64 || key.chars().any(|c| !c.is_ascii_hexdigit()) {
+        check_key(key)?;
+        return Ok(key.to_owned());
+    }
+    if key.len() < MIN_PREFIX {
+        return Err(CliError::Store(keel_store::StoreError::InvalidInput {
+            what: "session key",
+            reason: format!(
+                "{key:?} is too short to name a session: give its 64 hex digits or a prefix of {MIN_PREFIX} or more"
+            ),
+        }));
+    }
+    let prefix = key.to_ascii_lowercase();
+    // The keys in order start at prefix + "000…": list after the key just
+    // before that one (none if it is the very first key).
+    let lowest = format!("{prefix:0<64}");
+    let after = key_before(&lowest);
+    const SHOWN: usize = 10;
+    let matches: Vec<String> = admin
+        .list(after.as_deref(), SHOWN + 1, false)?
+        .into_iter()
+        .map(|session| session.key)
+        .take_while(|found| found.starts_with(&prefix))
+        .collect();
+    match matches.as_slice() {
+        [] => Err(CliError::NotFound(format!(
+            "no session whose key starts with {prefix}"
+        ))),
+        [one] => Ok(one.clone()),
+        several => {
+            let more = if several.len() > SHOWN { ", ..." } else { "" };
+            let listed: Vec<&str> = several.iter().take(SHOWN).map(String::as_str).collect();
+            Err(CliError::NotFound(format!(
+                "{prefix} is the start of several session keys ({}{more}): give more digits",
+                listed.join(", ")
+            )))
+        }
+    }
+}
+
+/// The 64-hex-digit key just before `key` in order, `None` for the first.
+fn key_before(key: &str) -> Option<String> {
+    let mut bytes = *ops::parse_key(key).ok()?.as_bytes();
+    for byte in bytes.iter_mut().rev() {
+        if *byte > 0 {
+            *byte -= 1;
+            return Some(keel_store::ClientKey::from_bytes(bytes).to_string());
+        }
+        *byte = 0xff;
+    }
+    None
+}
+
 /// Sessions per request when paging through everything.
 const PAGE: usize = 500;
 
@@ -390,6 +457,8 @@ fn list(
     }
     if json {
         output::json_pretty(out, &sessions)?;
+    } else if sessions.is_empty() {
+        write_text(out, "no sessions\n")?;
     } else {
         write_text(out, &output::sessions_table(&sessions, admin.now()))?;
     }
@@ -448,4 +517,115 @@ fn export(admin: &dyn Admin, out: &mut impl Write) -> Result<(), CliError> {
     }
     progress.finish(exported);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use keel_store::{ClientKey, RamContainer, SessionContainer};
+    use keel_txn::TransactionManager;
+
+    use super::*;
+
+    /// An offline admin over sessions with the keys `keys`.
+    fn admin_with(keys: &[ClientKey]) -> offline::Offline {
+        let container = RamContainer::new();
+        let manager = TransactionManager::new();
+        for key in keys {
+            let mut tx = manager.begin();
+            container.create_session(&mut tx, key).unwrap();
+            tx.commit().unwrap();
+        }
+        offline::Offline::over(Box::new(container))
+    }
+
+    fn key(first: [u8; 4], last: u8) -> ClientKey {
+        let mut bytes = [0u8; 32];
+        bytes[..4].copy_from_slice(&first);
+        bytes[31] = last;
+        ClientKey::from_bytes(bytes)
+    }
+
+    fn run(admin: &offline::Offline, command: SessionsCommand) -> Result<String, CliError> {
+        let mut out = Vec::new();
+        execute(admin, command, false, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    fn show(key: &str) -> SessionsCommand {
+        SessionsCommand::Show {
+            key: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_unique_prefix_names_a_session_and_an_ambiguous_one_lists_the_matches() {
+        let (a, b) = (
+            key([0xab, 0xcd, 0xef, 0x01], 1),
+            key([0xab, 0xcd, 0xef, 0x01], 2),
+        );
+        let (c, zero) = (
+            key([0x12, 0x34, 0x56, 0x78], 9),
+            ClientKey::from_bytes([0; 32]),
+        );
+        let admin = admin_with(&[a, b, c, zero]);
+
+        let shown = run(&admin, show("12345678")).unwrap();
+        assert!(shown.contains(&c.to_string()), "{shown}");
+        // Upper case, and the very first key (nothing before it).
+        assert!(run(&admin, show("1234567800")).is_ok());
+        let first = run(&admin, show("00000000")).unwrap();
+        assert!(first.contains(&zero.to_string()), "{first}");
+
+        let err = run(&admin, show("ABCDEF01")).unwrap_err().to_string();
+        assert!(err.contains("several"), "{err}");
+        assert!(
+            err.contains(&a.to_string()) && err.contains(&b.to_string()),
+            "{err}"
+        );
+
+        let err = run(&admin, show("1234567")).unwrap_err().to_string();
+        assert!(err.contains("too short"), "{err}");
+        let err = run(&admin, show("99999999")).unwrap_err().to_string();
+        assert!(
+            err.contains("no session whose key starts with 99999999"),
+            "{err}"
+        );
+        let err = run(&admin, show("12345678zz")).unwrap_err().to_string();
+        assert!(
+            err.contains("'z' at position 9 is not a hex digit"),
+            "{err}"
+        );
+
+        let removed = run(
+            &admin,
+            SessionsCommand::Rm {
+                keys: vec![a.to_string(), "12345678".to_owned()],
+            },
+        )
+        .unwrap();
+        assert!(
+            removed.contains(&a.to_string()) && removed.contains(&c.to_string()),
+            "{removed}"
+        );
+        let left = run(&admin, show("abcdef01")).unwrap();
+        assert!(
+            left.contains(&b.to_string()),
+            "only b starts with it now: {left}"
+        );
+    }
+
+    #[test]
+    fn an_empty_listing_says_so() {
+        let admin = admin_with(&[]);
+        let listed = run(
+            &admin,
+            SessionsCommand::List {
+                limit: 10,
+                after: None,
+                all: false,
+            },
+        )
+        .unwrap();
+        assert_eq!(listed, "no sessions\n");
+    }
 }

@@ -30,6 +30,17 @@ pub(super) struct Offline {
     path: PathBuf,
 }
 
+#[cfg(test)]
+impl Offline {
+    /// An offline admin over `container` (tests).
+    pub(super) fn over(container: Box<dyn SessionContainer>) -> Self {
+        Offline {
+            container,
+            path: PathBuf::from("test"),
+        }
+    }
+}
+
 /// Open the container `db` names, judging expiry with `policy` and taking
 /// the time from `clock` if given; a redb file read-only if `read_only`
 /// (the file is never written). Returns it with the name errors give it.
