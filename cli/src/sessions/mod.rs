@@ -14,6 +14,7 @@ use std::{
 };
 
 use clap::Subcommand;
+use keel_store::ExpiryPolicy;
 
 use crate::{
     CliError,
@@ -88,11 +89,17 @@ enum SessionsCommand {
         /// more).
         #[arg(required = true)]
         keys: Vec<String>,
+        /// Say which sessions would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Delete every session of a principal ("log out everywhere").
     RevokePrincipal {
         /// The principal (user name).
         name: String,
+        /// Say how many sessions would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Session count, bytes, age and idle time distribution, sweep backlog;
     /// online also the server's transaction counters.
@@ -104,6 +111,14 @@ enum SessionsCommand {
         /// offline, 250 online).
         #[arg(long)]
         batch: Option<usize>,
+        /// Say how many sessions would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Offline, with a --timeout or --resolution stricter than the
+        /// policy the server recorded: delete the sessions that policy still
+        /// counts as live too (without it, such a sweep is refused).
+        #[arg(long)]
+        yes: bool,
     },
     /// Write every session with its data as JSON lines (progress on a
     /// terminal).
@@ -137,10 +152,10 @@ impl SessionsCommand {
             | SessionsCommand::Show { .. }
             | SessionsCommand::Stats
             | SessionsCommand::Export { .. } => true,
-            SessionsCommand::Rm { .. }
-            | SessionsCommand::RevokePrincipal { .. }
-            | SessionsCommand::Sweep { .. }
-            | SessionsCommand::Populate { .. } => false,
+            SessionsCommand::Rm { dry_run, .. }
+            | SessionsCommand::RevokePrincipal { dry_run, .. }
+            | SessionsCommand::Sweep { dry_run, .. } => *dry_run,
+            SessionsCommand::Populate { .. } => false,
         }
     }
 }
@@ -165,6 +180,12 @@ trait Admin {
     fn default_sweep_batch(&self) -> usize;
     /// Sweep a few batches of at most `batch` expired sessions each.
     fn sweep_step(&self, batch: usize) -> Result<SweepJson, CliError>;
+    /// Offline: the expiry policy the server recorded in the database, if
+    /// any, and the one this command judges with (the recorded one, or
+    /// --timeout/--resolution over it). `None` online (the server's own).
+    fn policies(&self) -> Option<(Option<ExpiryPolicy>, ExpiryPolicy)> {
+        None
+    }
 }
 
 /// The database of offline mode by default.
@@ -247,11 +268,14 @@ fn execute(
                 write_text(out, &output::session_text(&session, admin.now()))
             }
         }
-        SessionsCommand::Rm { keys } => {
+        SessionsCommand::Rm { keys, dry_run } => {
             let keys = keys
                 .iter()
                 .map(|key| resolve_key(admin, key))
                 .collect::<Result<Vec<_>, _>>()?;
+            if dry_run {
+                return rm_dry_run(admin, &keys, json, out);
+            }
             let mut removed = 0;
             let mut missing = Vec::new();
             for key in &keys {
@@ -276,7 +300,16 @@ fn execute(
                 )))
             }
         }
-        SessionsCommand::RevokePrincipal { name } => {
+        SessionsCommand::RevokePrincipal { name, dry_run } => {
+            if dry_run {
+                let removed = count_sessions(admin, |s| s.principal.as_deref() == Some(&name))?;
+                return dry_run_report(
+                    out,
+                    json,
+                    removed,
+                    &format!("session{} of principal {name:?}", plural(removed)),
+                );
+            }
             let revoked = admin.revoke(&name)?;
             if json {
                 output::json_pretty(out, &revoked)
@@ -300,7 +333,26 @@ fn execute(
                 write_text(out, &output::stats_text(&stats))
             }
         }
-        SessionsCommand::Sweep { batch } => {
+        SessionsCommand::Sweep {
+            batch,
+            dry_run,
+            yes,
+        } => {
+            check_sweep_policy(admin, yes || dry_run)?;
+            if dry_run {
+                let now = admin.now();
+                let policy = admin.policies().map(|(_, effective)| effective);
+                let removed = count_sessions(admin, |s| match &policy {
+                    Some(policy) => policy.is_expired(s.created, s.last_access, now),
+                    None => s.expired,
+                })?;
+                return dry_run_report(
+                    out,
+                    json,
+                    removed,
+                    &format!("expired session{}", plural(removed)),
+                );
+            }
             let batch = batch.unwrap_or_else(|| admin.default_sweep_batch()).max(1);
             let swept = sweep(admin, batch)?;
             if json {
@@ -355,6 +407,109 @@ fn write_text(out: &mut impl Write, text: &str) -> Result<(), CliError> {
 /// Refuse a malformed key before asking anyone.
 fn check_key(key: &str) -> Result<(), CliError> {
     ops::parse_key(key).map(|_| ()).map_err(CliError::Store)
+}
+
+/// How many stored sessions `pick` picks (paging through all of them).
+fn count_sessions(
+    admin: &dyn Admin,
+    mut pick: impl FnMut(&SessionJson) -> bool,
+) -> Result<u64, CliError> {
+    let mut cursor: Option<String> = None;
+    let mut picked = 0;
+    loop {
+        let page = admin.list(cursor.as_deref(), PAGE, false)?;
+        picked += page.iter().filter(|s| pick(s)).count() as u64;
+        if page.len() < PAGE {
+            return Ok(picked);
+        }
+        cursor = page.last().map(|s| s.key.clone());
+    }
+}
+
+/// What a `--dry-run` found: `would remove N WHAT (nothing was written)`.
+fn dry_run_report(
+    out: &mut impl Write,
+    json: bool,
+    would_remove: u64,
+    what: &str,
+) -> Result<(), CliError> {
+    if json {
+        output::json_pretty(
+            out,
+            &serde_json::json!({ "dry_run": true, "would_remove": would_remove }),
+        )
+    } else {
+        write_text(
+            out,
+            &format!("would remove {would_remove} {what} (dry run: nothing was written)\n"),
+        )
+    }
+}
+
+/// `rm --dry-run`: which of `keys` exist; an error naming the others, as
+/// `rm` gives.
+fn rm_dry_run(
+    admin: &dyn Admin,
+    keys: &[String],
+    json: bool,
+    out: &mut impl Write,
+) -> Result<(), CliError> {
+    let mut found = 0;
+    let mut missing = Vec::new();
+    for key in keys {
+        if admin.show(key)?.is_some() {
+            found += 1;
+            if !json {
+                write_text(out, &format!("would remove session {key}\n"))?;
+            }
+        } else {
+            missing.push(key.clone());
+        }
+    }
+    if json {
+        output::json_pretty(
+            out,
+            &serde_json::json!({ "dry_run": true, "would_remove": found }),
+        )?;
+    } else {
+        write_text(out, "(dry run: nothing was written)\n")?;
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::NotFound(format!(
+            "no session {}",
+            missing.join(", no session ")
+        )))
+    }
+}
+
+/// Offline, an explicit --timeout/--resolution stricter than the policy the
+/// server recorded would sweep sessions the server counts as live: refused
+/// unless `confirmed` (`--yes`, or a `--dry-run` that writes nothing).
+fn check_sweep_policy(admin: &dyn Admin, confirmed: bool) -> Result<(), CliError> {
+    let Some((Some(recorded), effective)) = admin.policies() else {
+        return Ok(());
+    };
+    if confirmed || recorded == effective {
+        return Ok(());
+    }
+    let now = admin.now();
+    let live_swept = count_sessions(admin, |s| {
+        effective.is_expired(s.created, s.last_access, now)
+            && !recorded.is_expired(s.created, s.last_access, now)
+    })?;
+    if live_swept == 0 {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!(
+        "with timeout {} s and resolution {} s this sweep would delete {live_swept} session{} that the server's recorded policy (timeout {} s, resolution {} s) counts as live; add --yes to delete them, or see the count with --dry-run",
+        effective.timeout(),
+        effective.resolution(),
+        plural(live_swept),
+        recorded.timeout(),
+        recorded.resolution(),
+    )))
 }
 
 /// The shortest key prefix `show` and `rm` take.
@@ -600,6 +755,7 @@ mod tests {
             &admin,
             SessionsCommand::Rm {
                 keys: vec![a.to_string(), "12345678".to_owned()],
+                dry_run: false,
             },
         )
         .unwrap();
@@ -612,6 +768,83 @@ mod tests {
             left.contains(&b.to_string()),
             "only b starts with it now: {left}"
         );
+    }
+
+    /// Sessions made at second 1000 and at 1100, the clock at 1200, the
+    /// server's recorded policy 3600 s / 600 s, this command's 60 s / 10 s.
+    fn stricter_than_recorded() -> (offline::Offline, Vec<ClientKey>) {
+        let clock = keel_store::ManualClock::new(1000);
+        let strict = ExpiryPolicy::default().with_timeout(60).with_resolution(10);
+        let container = RamContainer::new()
+            .with_expiry(strict)
+            .with_clock(std::sync::Arc::new(clock.clone()));
+        let recorded = ExpiryPolicy::default()
+            .with_timeout(3600)
+            .with_resolution(600);
+        crate::policy::store(&container, &recorded).unwrap();
+        let manager = TransactionManager::new();
+        let mut keys = Vec::new();
+        for (n, at) in [(1, 1000), (2, 1000), (3, 1100), (4, 1190)] {
+            clock.set(at);
+            let key = ClientKey::from_client_id(&format!("client {n}"));
+            let mut tx = manager.begin();
+            container.create_session(&mut tx, &key).unwrap();
+            tx.commit().unwrap();
+            keys.push(key);
+        }
+        clock.set(1200);
+        (offline::Offline::over(Box::new(container)), keys)
+    }
+
+    fn sweep(dry_run: bool, yes: bool) -> SessionsCommand {
+        SessionsCommand::Sweep {
+            batch: None,
+            dry_run,
+            yes,
+        }
+    }
+
+    #[test]
+    fn a_sweep_stricter_than_the_recorded_policy_asks_for_yes_and_a_dry_run_writes_nothing() {
+        let (admin, keys) = stricter_than_recorded();
+        // 1000 + 60 + 10 < 1200: three sessions are expired by this
+        // command's policy, none by the server's.
+        let err = run(&admin, sweep(false, false)).unwrap_err().to_string();
+        assert!(err.contains("would delete 3 sessions"), "{err}");
+        assert!(err.contains("--yes"), "{err}");
+        let dry = run(&admin, sweep(true, false)).unwrap();
+        assert_eq!(
+            dry,
+            "would remove 3 expired sessions (dry run: nothing was written)\n"
+        );
+        assert_eq!(admin.stats().unwrap().sessions, 4, "nothing was written");
+
+        let rm = run(
+            &admin,
+            SessionsCommand::Rm {
+                keys: vec![keys[0].to_string()],
+                dry_run: true,
+            },
+        )
+        .unwrap();
+        assert!(
+            rm.contains(&format!("would remove session {}", keys[0])),
+            "{rm}"
+        );
+        let revoke = run(
+            &admin,
+            SessionsCommand::RevokePrincipal {
+                name: "nobody".to_owned(),
+                dry_run: true,
+            },
+        )
+        .unwrap();
+        assert!(revoke.starts_with("would remove 0 sessions"), "{revoke}");
+        assert_eq!(admin.stats().unwrap().sessions, 4, "nothing was written");
+
+        let swept = run(&admin, sweep(false, true)).unwrap();
+        assert!(swept.starts_with("swept 3 expired sessions"), "{swept}");
+        assert_eq!(admin.stats().unwrap().sessions, 1);
     }
 
     #[test]

@@ -26,6 +26,8 @@ use crate::{
 #[derive(Debug)]
 pub(super) struct Offline {
     container: Box<dyn SessionContainer>,
+    /// The expiry policy the server recorded in the database, if any.
+    recorded: Option<ExpiryPolicy>,
     /// Names the database in errors (a PostgreSQL URL without its password).
     path: PathBuf,
 }
@@ -34,8 +36,10 @@ pub(super) struct Offline {
 impl Offline {
     /// An offline admin over `container` (tests).
     pub(super) fn over(container: Box<dyn SessionContainer>) -> Self {
+        let recorded = policy::load(container.as_ref()).ok().flatten();
         Offline {
             container,
+            recorded,
             path: PathBuf::from("test"),
         }
     }
@@ -166,7 +170,11 @@ impl Offline {
                 container = open_container(db, wanted, None, read_only)?.0;
             }
         }
-        Ok(Offline { container, path })
+        Ok(Offline {
+            container,
+            recorded,
+            path,
+        })
     }
 
     fn err(&self) -> impl Fn(StoreError) -> CliError + '_ {
@@ -209,6 +217,10 @@ impl Admin for Offline {
 
     fn default_sweep_batch(&self) -> usize {
         crate::sweeper::OFFLINE_BATCH
+    }
+
+    fn policies(&self) -> Option<(Option<ExpiryPolicy>, ExpiryPolicy)> {
+        Some((self.recorded, *self.container.expiry()))
     }
 
     fn sweep_step(&self, batch: usize) -> Result<SweepJson, CliError> {
