@@ -38,11 +38,7 @@ use crate::{
     CliError, IdFormat, ServeArgs,
     admin_api::{self, AdminState, AdminToken, MetricsState},
     database::Database,
-    keys::{
-        self,
-        reload::ServerKeys,
-        source::{KEY_RING_SETTING, RingSource},
-    },
+    keys::{self, reload::ServerKeys, source::RingSource},
     metrics::{Metrics, TimedContainer},
     policy,
     sweeper::{self, SweeperStatus},
@@ -255,14 +251,9 @@ fn load_key_ring(args: &ServeArgs, container: &dyn SessionContainer) -> Result<K
     if let Some(path) = &args.secret_file {
         return key_ring_file(path);
     }
-    if let Some(bytes) = container.load_setting(KEY_RING_SETTING)? {
-        return Ok(KeyRing::from_bytes(&bytes)?);
-    }
     // Servers starting at once on a new shared database agree on the ring
     // stored first.
-    let fresh = KeyRing::generate()?;
-    let stored = container.initialize_setting(KEY_RING_SETTING, &fresh.to_bytes())?;
-    Ok(KeyRing::from_bytes(&stored)?)
+    Ok(KeyRing::load_or_create(container)?)
 }
 
 fn key_ring_file(path: &Path) -> Result<KeyRing, CliError> {

@@ -94,6 +94,10 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), SessionError> {
     getrandom::fill(buf).map_err(|err| SessionError::Random { source: err.into() })
 }
 
+/// The setting under which [`KeyRing::load_or_create`] keeps the ring in a
+/// store (`keel serve` and `keel keys` too).
+pub const KEY_RING_SETTING: &str = "keel.key_ring";
+
 /// Signing keys for Keel's default client id format: sign with the newest,
 /// verify with all.
 ///
@@ -101,8 +105,11 @@ pub(crate) fn fill_random(buf: &mut [u8]) -> Result<(), SessionError> {
 ///
 /// # Persistence
 ///
-/// The session layer keeps the ring in the store (setting `keel.key_ring`),
-/// so a restart does not invalidate every session. [`KeyRing::to_bytes`]
+/// [`KeyRing::load_or_create`] (which [`SessionLayer::from_container`](crate::SessionLayer::from_container)
+/// and `keel serve` use) keeps the ring in the store, as the setting
+/// [`KEY_RING_SETTING`], so a restart does not log every client out; a ring
+/// from [`KeyRing::generate`] lives only as long as the process.
+/// [`KeyRing::to_bytes`]
 /// writes, and [`KeyRing::from_bytes`] checks and reads, this encoding
 /// (all integers big-endian):
 ///
@@ -155,11 +162,44 @@ impl KeyRing {
     /// oldest key beyond this.
     pub const MAX_KEYS: usize = 32;
 
+    /// The ring stored in `store` (the setting [`KEY_RING_SETTING`]), or,
+    /// on the first start, a generated one that is stored there. Servers
+    /// starting at once on a new shared database agree on one ring (the
+    /// store keeps whichever was stored first), and a restart keeps every
+    /// cookie valid. `keel serve` and `keel keys` use the same setting.
+    ///
+    /// ```
+    /// use keel_session::KeyRing;
+    /// use keel_store::RamContainer;
+    ///
+    /// let store = RamContainer::new();
+    /// let first = KeyRing::load_or_create(&store)?;
+    /// let again = KeyRing::load_or_create(&store)?;
+    /// assert_eq!(first.to_bytes(), again.to_bytes());
+    /// # Ok::<(), keel_session::SessionError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] if the store fails;
+    /// [`SessionError::InvalidKeyRing`] if what it holds is not a ring;
+    /// [`SessionError::Random`] if the OS random number generator fails.
+    pub fn load_or_create(store: &dyn keel_store::SessionAdmin) -> Result<Self, SessionError> {
+        if let Some(bytes) = store.load_setting(KEY_RING_SETTING)? {
+            return KeyRing::from_bytes(&bytes);
+        }
+        let fresh = KeyRing::generate()?;
+        let stored = store.initialize_setting(KEY_RING_SETTING, &fresh.to_bytes())?;
+        KeyRing::from_bytes(&stored)
+    }
+
     /// A ring with one new key (id 1) from the operating system's CSPRNG,
     /// made now.
     ///
     /// # Errors
     /// [`SessionError::Random`] if the OS random number generator fails.
+    ///
+    /// A generated ring lives as long as the process unless stored: see
+    /// [`load_or_create`](KeyRing::load_or_create).
     pub fn generate() -> Result<Self, SessionError> {
         Ok(KeyRing {
             keys: vec![SigningKey::new(1, now_unix(), random_secret()?)],

@@ -19,6 +19,8 @@ use tower_layer::Layer;
 use tower_service::Service;
 use tracing::Instrument;
 
+use keel_store::SessionContainer;
+
 use crate::{
     Session, SessionError, SessionManager,
     hot_sessions::{HotSessions, Turn},
@@ -115,6 +117,42 @@ impl SessionLayer {
             responder: Arc::new(default_error_response),
             hot: Arc::new(HotSessions::default()),
         }
+    }
+
+    /// The common case in one call: sessions in `container`, client ids in a
+    /// cookie with Keel's defaults (HttpOnly, SameSite=Lax; see
+    /// [`CookieConfig`](crate::CookieConfig) for Secure and the rest),
+    /// signed under a key ring kept in the container
+    /// ([`KeyRing::load_or_create`](crate::KeyRing::load_or_create)), so a
+    /// restart logs nobody out. Build the pieces yourself
+    /// ([`SessionManager::new`]) for several containers, another id format
+    /// or an explicit ring.
+    ///
+    /// ```
+    /// use axum::{Router, routing::post};
+    /// use keel_session::{RamContainer, Session, SessionError, SessionLayer};
+    ///
+    /// async fn visit(session: Session) -> Result<String, SessionError> {
+    ///     let data = session.pkg("my.app")?;
+    ///     let visits = data.get::<u64>("visits")?.unwrap_or(0) + 1;
+    ///     data.insert("visits", visits)?;
+    ///     Ok(format!("visit number {visits}"))
+    /// }
+    ///
+    /// let layer = SessionLayer::from_container(RamContainer::new())?;
+    /// let app: Router = Router::new().route("/", post(visit)).layer(layer);
+    /// # Ok::<(), SessionError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`KeyRing::load_or_create`](crate::KeyRing::load_or_create).
+    pub fn from_container(container: impl SessionContainer) -> Result<Self, SessionError> {
+        let container: Arc<dyn SessionContainer> = Arc::new(container);
+        let ring = crate::KeyRing::load_or_create(container.as_ref())?;
+        let ids = crate::CookieConfig::keel(ring).build()?;
+        let manager =
+            SessionManager::new(ids, crate::ContainerRegistry::new().with_default(container));
+        Ok(SessionLayer::new(manager))
     }
 
     /// Buffer request bodies up to `bytes`; larger ones get 413.

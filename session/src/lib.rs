@@ -4,13 +4,8 @@
 //! data lives on the server, in a [`keel_store`] container.
 //!
 //! ```
-//! use std::sync::Arc;
 //! use axum::{Router, routing::post};
-//! use keel_session::{
-//!     ContainerRegistry, CookieConfig, KeyRing, Session, SessionError, SessionLayer,
-//!     SessionManager,
-//! };
-//! use keel_store::RamContainer;
+//! use keel_session::{RamContainer, Session, SessionError, SessionLayer};
 //!
 //! async fn visit(session: Session) -> Result<String, SessionError> {
 //!     let data = session.pkg("my.app")?; // creates the session on first use
@@ -20,11 +15,10 @@
 //! }
 //!
 //! # fn main() -> Result<(), SessionError> {
-//! let ids = CookieConfig::keel(KeyRing::generate()?).with_secure(true).build()?;
-//! let containers = ContainerRegistry::new().with_default(Arc::new(RamContainer::new()));
-//! let app: Router = Router::new()
-//!     .route("/", post(visit))
-//!     .layer(SessionLayer::new(SessionManager::new(ids, containers)));
+//! // A durable app uses `RedbContainer::open("sessions.redb")?`: the signing
+//! // keys are kept in the container too, so a restart logs nobody out.
+//! let layer = SessionLayer::from_container(RamContainer::new())?;
+//! let app: Router = Router::new().route("/", post(visit)).layer(layer);
 //! # let _ = app;
 //! # Ok(())
 //! # }
@@ -99,7 +93,12 @@ pub use crate::cookie::{
 pub use client_id::{ClientId, IdFormat, KEEL_ID_LEN, KeelIdFormat};
 pub use csrf::{CSRF_FORM_FIELD, CSRF_HEADER, CSRF_PACKAGE, CsrfLayer, CsrfService, CsrfToken};
 pub use error::SessionError;
-pub use key_ring::{KeyRing, SharedKeyRing};
+/// The store crate, and the containers and settings a user needs, so that
+/// one `use keel_session::...` sets up an app.
+pub use keel_store::{
+    self, ExpiryPolicy, RamContainer, RedbContainer, RedbOptions, SessionContainer,
+};
+pub use key_ring::{KEY_RING_SETTING, KeyRing, SharedKeyRing};
 pub use layer::{
     CommitFailure, ErrorResponder, RetryRequest, SessionLayer, SessionService,
     default_error_response,

@@ -15,7 +15,7 @@ use crate::CliError;
 
 /// The setting under which the keel-format key ring is stored in the
 /// database.
-pub(crate) const KEY_RING_SETTING: &str = "keel.key_ring";
+pub(crate) const KEY_RING_SETTING: &str = keel_session::KEY_RING_SETTING;
 
 /// Where a key ring is kept.
 #[derive(Clone)]
