@@ -366,8 +366,39 @@ where
     }
 }
 
-/// The default commit-failure response: JSON `{"error": MESSAGE}`, plus
-/// `"package"` and `"key"` when a value could not be serialized.
+/// An id for one failure, shown to the client and logged with the details:
+/// 64 bits from the OS CSPRNG as 11 base64url characters (the clock's
+/// nanoseconds if that fails: the id only names a log line).
+fn failure_id() -> String {
+    use base64::{Engine as _, engine::general_purpose::URL_SAFE_NO_PAD};
+    let mut raw = [0u8; 8];
+    if crate::key_ring::fill_random(&mut raw).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        raw.copy_from_slice(&nanos.to_be_bytes()[8..]);
+    }
+    URL_SAFE_NO_PAD.encode(raw)
+}
+
+/// What went wrong, in full, for the log.
+fn failure_detail(failure: &CommitFailure) -> String {
+    match failure {
+        CommitFailure::Failed(err) => err.to_string(),
+        CommitFailure::Unavailable(err) => err.to_string(),
+        CommitFailure::Conflict { error, attempts } => match error {
+            Some(err) => format!("{err} (after {attempts} attempts)"),
+            None => format!("a conflict on each of {attempts} attempts"),
+        },
+        CommitFailure::BodyTooLarge { limit } => format!("request body over {limit} bytes"),
+        CommitFailure::BodyUnreadable { message } => format!("request body unreadable: {message}"),
+    }
+}
+
+/// The default commit-failure response: JSON `{"error": MESSAGE,
+/// "request_id": ID}`, plus `"package"` and `"key"` when a value could not be
+/// serialized. MESSAGE is short and stable; the details are logged (at
+/// `warn`) with the same request id.
 pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
     let (status, message) = match failure {
         CommitFailure::Failed(err)
@@ -395,10 +426,22 @@ pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
                     .to_owned(),
             )
         }
-        CommitFailure::Failed(err) => (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()),
-        CommitFailure::Unavailable(err) if !err.is_unavailable() => {
-            (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
-        }
+        CommitFailure::Failed(err) => match err.source_as::<keel_store::StoreError>() {
+            Some(keel_store::StoreError::Unserializable { package, key, .. }) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the session was not saved: the value {key:?} of package {package:?} cannot be serialized"
+                ),
+            ),
+            _ => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the session was not saved; the server's log has the details".to_owned(),
+            ),
+        },
+        CommitFailure::Unavailable(err) if !err.is_unavailable() => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the session could not be read; the server's log has the details".to_owned(),
+        ),
         CommitFailure::Unavailable(_) => (
             StatusCode::SERVICE_UNAVAILABLE,
             "the session store is unavailable; try again".to_owned(),
@@ -418,7 +461,17 @@ pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
             format!("the request body could not be read: {message}"),
         ),
     };
-    let mut body = serde_json::json!({ "error": message });
+    // NOTE: the client gets a short, stable message, never internal names
+    // (data manager ids, phases, a serializer's own words); the details go
+    // to the log under an id the body carries too.
+    let request_id = failure_id();
+    tracing::warn!(
+        request_id = %request_id,
+        status = status.as_u16(),
+        detail = %failure_detail(failure),
+        "request answered with an error"
+    );
+    let mut body = serde_json::json!({ "error": message, "request_id": request_id });
     if let CommitFailure::Failed(err) = failure
         && let Some(keel_store::StoreError::Unserializable { package, key, .. }) =
             err.source_as::<keel_store::StoreError>()

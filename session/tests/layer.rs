@@ -145,12 +145,22 @@ async fn a_commit_failure_is_a_500_naming_the_key_and_nothing_is_written() {
     let json: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["key"], "oops");
     assert_eq!(json["package"], PKG);
+    // A short, stable message naming the value; not the serializer's own
+    // words, nor internal names (they go to the log under the request id).
+    let error = json["error"].as_str().unwrap();
     assert!(
-        json["error"]
-            .as_str()
-            .unwrap()
-            .contains("I cannot be pickled")
+        error.contains("\"oops\"") && error.contains("cannot be serialized"),
+        "{error}"
     );
+    for internal in [
+        "I cannot be pickled",
+        "tpc_vote",
+        "keel-store/",
+        "data manager",
+    ] {
+        assert!(!body.contains(internal), "{internal} in {body}");
+    }
+    assert_eq!(json["request_id"].as_str().unwrap().len(), 11, "{body}");
     let (_, _, body) = call(&app, "GET", "/count", Some(&id), "").await;
     assert_eq!(body, "1");
 }
