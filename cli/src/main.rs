@@ -11,6 +11,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod admin_api;
 mod database;
+mod http_server;
 mod keys;
 mod metrics;
 mod ops;
@@ -75,6 +76,25 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     addr: SocketAddr,
+    /// Seconds a client has to send a request's headers, counted from the
+    /// connection's start or the previous response; then the connection is
+    /// closed.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    header_timeout: u64,
+    /// Seconds a client may pause while sending a request body; then the
+    /// request is refused and the connection closed.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    body_timeout: u64,
+    /// Seconds a keep-alive connection may stay silent between requests
+    /// before it is closed (never longer than --header-timeout, whose clock
+    /// also runs while a connection waits for a request).
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    idle_timeout: u64,
+    /// Seconds in-flight requests get after SIGTERM or Ctrl-C; then the
+    /// connections still open are closed. Commits already started finish
+    /// first in any case.
+    #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+    shutdown_timeout: u64,
     /// Session inactivity timeout, seconds (0 = never).
     #[arg(long)]
     timeout: Option<u64>,
@@ -258,6 +278,12 @@ enum CliError {
     NotFound(String),
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("cannot listen on {addr}: {source} (choose another address with --addr)")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("server error: {0}")]
     Io(#[from] std::io::Error),
     #[error("a background task failed: {0}")]

@@ -8,7 +8,8 @@
 //! | `keel_commit_duration_seconds` | histogram | every commit of a request that changed session data (created, wrote, removed, deleted, renamed), timed by [`CommitTimer`] |
 //! | `keel_sweep_removed_total`, `keel_sweep_batches_total` | counter | every sweep batch (background or admin) |
 //! | `keel_sweep_batch_duration_seconds` | histogram | every sweep batch |
-//! | `keel_sessions`, `keel_sessions_expired`, `keel_session_value_bytes`, `keel_db_file_bytes`, `keel_sessions_updated_timestamp_seconds` | gauge | a whole-store count, refreshed by the sweeper task and by `GET /admin/stats` (not at scrape: the count reads every session) |
+//! | `keel_sessions`, `keel_sessions_expired`, `keel_db_file_bytes`, `keel_sessions_updated_timestamp_seconds` | gauge | the container's cheap counts (`SessionAdmin::counts`: on redb, the sessions table's length and the expired index entries, not every session), after each background sweep; also by `GET /admin/stats` |
+//! | `keel_session_value_bytes` | gauge | a whole-store count, by `GET /admin/stats` only (it reads every session) |
 //!
 //! No metric carries a session key, principal or any other per-session
 //! label.
@@ -26,7 +27,11 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::{CliError, wire::StatsJson};
+use crate::{
+    CliError,
+    http_server::{CommitGuard, CommitsInFlight},
+    wire::StatsJson,
+};
 
 const BEGUN: &str = "keel_transactions_begun_total";
 const COMMITS: &str = "keel_commits_total";
@@ -159,6 +164,16 @@ pub(crate) fn record_sweep_batch(report: &SweepReport, started: Instant) {
     histogram!(SWEEP_DURATION).record(started.elapsed().as_secs_f64());
 }
 
+/// Set the session gauges from the container's cheap counts at `now`.
+pub(crate) fn set_count_gauges(counts: &keel_store::SessionCounts, now: u64) {
+    gauge!(SESSIONS).set(counts.sessions.saturating_sub(counts.expired) as f64);
+    gauge!(SESSIONS_EXPIRED).set(counts.expired as f64);
+    if let Some(file) = counts.file_bytes {
+        gauge!(FILE_BYTES).set(file as f64);
+    }
+    gauge!(SESSIONS_UPDATED).set(now as f64);
+}
+
 /// Set the session gauges from a whole-store count.
 pub(crate) fn set_store_gauges(stats: &StatsJson) {
     gauge!(SESSIONS).set(stats.live as f64);
@@ -181,6 +196,10 @@ const COMMIT_TIMER_KEY: &str = "keel-cli/commit-timer";
 struct CommitTimer {
     histogram: Histogram,
     started: Option<Instant>,
+    /// Counts this transaction among the commits shutdown waits for, until
+    /// the transaction (and this timer with it) is dropped: committed,
+    /// aborted, or given up.
+    _in_flight: CommitGuard,
 }
 
 impl DataManager for CommitTimer {
@@ -244,6 +263,7 @@ pub(crate) struct TimedContainer {
     /// `keel_commit_duration_seconds`, looked up once: a lookup in the
     /// recorder's registry per commit showed in request profiles.
     commit_duration: Histogram,
+    commits: Arc<CommitsInFlight>,
 }
 
 impl fmt::Debug for TimedContainer {
@@ -256,11 +276,13 @@ impl fmt::Debug for TimedContainer {
 
 impl TimedContainer {
     /// Time the commits of transactions that use `inner`, into the
-    /// histogram of the `metrics` recorder installed now.
-    pub(crate) fn new(inner: Arc<dyn SessionContainer>) -> Self {
+    /// histogram of the `metrics` recorder installed now, and count them in
+    /// `commits` until each is committed or aborted.
+    pub(crate) fn new(inner: Arc<dyn SessionContainer>, commits: Arc<CommitsInFlight>) -> Self {
         TimedContainer {
             inner,
             commit_duration: histogram!(COMMIT_DURATION),
+            commits,
         }
     }
 
@@ -270,6 +292,7 @@ impl TimedContainer {
         let _ = tx.join_with(COMMIT_TIMER_KEY, || CommitTimer {
             histogram: self.commit_duration.clone(),
             started: None,
+            _in_flight: self.commits.enter(),
         });
     }
 }
@@ -437,6 +460,10 @@ impl SessionAdmin for TimedContainer {
         self.inner.stats()
     }
 
+    fn counts(&self) -> Result<keel_store::SessionCounts, StoreError> {
+        self.inner.counts()
+    }
+
     fn sweep(&self, batch: usize) -> Result<SweepReport, StoreError> {
         self.inner.sweep(batch)
     }
@@ -463,7 +490,8 @@ mod tests {
 
     #[test]
     fn the_timer_joins_once_and_does_not_change_outcomes() {
-        let container = TimedContainer::new(Arc::new(RamContainer::new()));
+        let commits = Arc::new(CommitsInFlight::default());
+        let container = TimedContainer::new(Arc::new(RamContainer::new()), Arc::clone(&commits));
         let manager = TransactionManager::new();
         let key = ClientKey::from_client_id("client");
         let mut tx = manager.begin();
@@ -478,7 +506,9 @@ mod tests {
                 .count(),
             1
         );
+        assert_eq!(commits.count(), 1, "a writing transaction is counted");
         tx.commit().unwrap();
+        assert_eq!(commits.count(), 0, "a committed one is not");
         let mut tx = manager.begin();
         let value = container.get(&mut tx, &key, "pkg", "n").unwrap().unwrap();
         assert_eq!(value.to_typed::<u8>().unwrap(), 1);

@@ -38,6 +38,7 @@ use crate::{
     CliError, IdFormat, ServeArgs,
     admin_api::{self, AdminState, AdminToken, MetricsState},
     database::Database,
+    http_server::{self, CommitsInFlight, Timeouts},
     keys::{self, reload::ServerKeys, source::RingSource},
     metrics::{Metrics, TimedContainer},
     policy,
@@ -86,6 +87,17 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
         warn_if_readable_by_others(secret);
     }
     let token = admin_token(&args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    // NOTE: bound before the database is opened, so that a port in use
+    // leaves no new database file behind.
+    let listener = runtime
+        .block_on(TcpListener::bind(args.addr))
+        .map_err(|source| CliError::Listen {
+            addr: args.addr,
+            source,
+        })?;
     let container = open_container(&args)?;
     if !args.memory {
         // Offline `keel sessions` then judges expiry as this server does.
@@ -101,14 +113,35 @@ pub(crate) fn run(args: ServeArgs) -> Result<(), CliError> {
     );
     // Installed first: the commit timer takes its histogram from it.
     let metrics = Metrics::install()?;
-    // Requests see the container through a wrapper that times each commit.
-    let timed: Arc<dyn SessionContainer> = Arc::new(TimedContainer::new(Arc::clone(&container)));
+    // Requests see the container through a wrapper that times each commit
+    // and counts the commits shutdown waits for.
+    let commits = Arc::new(CommitsInFlight::default());
+    let timed: Arc<dyn SessionContainer> = Arc::new(TimedContainer::new(
+        Arc::clone(&container),
+        Arc::clone(&commits),
+    ));
     let manager = SessionManager::new(ids, ContainerRegistry::new().with_default(timed))
         .with_transaction_manager(transactions);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(args, manager, container, token, metrics, keys))
+    let server = Server {
+        listener,
+        commits,
+        timeouts: Timeouts {
+            header: Duration::from_secs(args.header_timeout),
+            body: Duration::from_secs(args.body_timeout),
+            idle: Duration::from_secs(args.idle_timeout),
+            shutdown: Duration::from_secs(args.shutdown_timeout),
+        },
+    };
+    runtime.block_on(serve(
+        args, server, manager, container, token, metrics, keys,
+    ))
+}
+
+/// What [`http_server::serve`] needs besides the app.
+struct Server {
+    listener: TcpListener,
+    commits: Arc<CommitsInFlight>,
+    timeouts: Timeouts,
 }
 
 /// Warn, in one line naming the file and the fix, when a secret file can be
@@ -286,6 +319,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 async fn serve(
     args: ServeArgs,
+    server: Server,
     manager: SessionManager,
     container: Arc<dyn SessionContainer>,
     token: Option<AdminToken>,
@@ -358,12 +392,16 @@ async fn serve(
         .merge(admin)
         .merge(metrics_routes);
     let shutdown = shutdown_signal();
-    let listener = TcpListener::bind(args.addr).await?;
-    let local = listener.local_addr()?;
+    let local = server.listener.local_addr()?;
     println!("listening on http://{local}");
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    http_server::serve(
+        server.listener,
+        app,
+        server.timeouts,
+        server.commits,
+        shutdown,
+    )
+    .await;
     upkeep.abort();
     if let Some(sweeper) = sweeper {
         sweeper.abort();
@@ -374,8 +412,9 @@ async fn serve(
     Ok(())
 }
 
-/// Resolves on SIGTERM or Ctrl-C; axum then stops accepting and lets
-/// in-flight requests (and their commits) finish.
+/// Resolves on SIGTERM or Ctrl-C; the server then stops accepting and lets
+/// in-flight requests (and their commits) finish, within
+/// `--shutdown-timeout` (see [`http_server`]).
 ///
 /// NOTE: the handlers are installed when this is called, not when the future
 /// is first polled, so a SIGTERM sent right after `listening on` is printed

@@ -382,6 +382,29 @@ pub struct ContainerStats {
     pub idle: Vec<u64>,
 }
 
+/// Session counts cheap enough to read often (metrics gauges): see
+/// [`SessionAdmin::counts`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionCounts {
+    /// Stored sessions, expired or not.
+    pub sessions: u64,
+    /// Of which expired but not yet swept.
+    pub expired: u64,
+    /// Size of the database file, if there is one.
+    pub file_bytes: Option<u64>,
+}
+
+impl From<&ContainerStats> for SessionCounts {
+    fn from(stats: &ContainerStats) -> Self {
+        SessionCounts {
+            sessions: stats.sessions,
+            expired: stats.expired,
+            file_bytes: stats.file_bytes,
+        }
+    }
+}
+
 /// What one sweep call did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -431,6 +454,32 @@ pub trait SessionAdmin {
     /// # Errors
     /// As for [`list_sessions`](Self::list_sessions).
     fn stats(&self) -> Result<ContainerStats, StoreError>;
+
+    /// How many sessions are stored and how many of those have expired,
+    /// without reading every session: what the metrics gauges show. The
+    /// default takes them from [`stats`](Self::stats), which reads every
+    /// session; the redb container answers from the sessions table's length
+    /// (kept by redb in the table's root, so exact and crash-safe) and the
+    /// expired entries of its expiry indexes (as many as a sweep would
+    /// remove), so its cost does not grow with the number of sessions.
+    ///
+    /// ```
+    /// use keel_store::{ClientKey, RamContainer, SessionAdmin, SessionContainer};
+    /// use keel_txn::TransactionManager;
+    ///
+    /// let container = RamContainer::new();
+    /// let mut tx = TransactionManager::new().begin();
+    /// container.create_session(&mut tx, &ClientKey::from_client_id("a"))?;
+    /// tx.commit()?;
+    /// assert_eq!(container.counts()?.sessions, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for [`stats`](Self::stats).
+    fn counts(&self) -> Result<SessionCounts, StoreError> {
+        Ok(SessionCounts::from(&self.stats()?))
+    }
 
     /// Delete up to `batch` expired sessions, reading only expired ones.
     ///

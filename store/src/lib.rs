@@ -58,8 +58,8 @@ pub use self::redb::{RedbContainer, RedbOptions};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisContainer, RedisOptions};
 pub use container::{
-    ClientKey, ContainerStats, Preload, ReadAhead, SessionAdmin, SessionContainer, SessionDetail,
-    SessionInfo, SessionSummary, SweepReport,
+    ClientKey, ContainerStats, Preload, ReadAhead, SessionAdmin, SessionContainer, SessionCounts,
+    SessionDetail, SessionInfo, SessionSummary, SweepReport,
 };
 pub use error::StoreError;
 pub use expiry::{Clock, ExpiryPolicy, ManualClock, SystemClock};

@@ -722,6 +722,14 @@ impl Harness {
                 .collect();
             assert_eq!(data, model, "data of session {client}");
         }
+        // The cheap counts (the redb container's come from the sessions
+        // table's length and the expiry indexes) equal a full count, after
+        // every step, crashes and reopens included.
+        let full = self.container().stats().unwrap();
+        let counts = self.container().counts().unwrap();
+        assert_eq!(counts, keel_store::SessionCounts::from(&full), "counts");
+        let stored = self.committed.sessions.len() as u64;
+        assert_eq!(counts.sessions, stored, "counts against the model");
     }
 }
 

@@ -4,11 +4,11 @@
 
 use std::{collections::BTreeMap, ops::Bound};
 
-use redb::ReadableTable;
+use redb::{ReadableTable, ReadableTableMetadata};
 
 use crate::{
-    ClientKey, ContainerStats, SessionAdmin, SessionDetail, SessionSummary, StoreError,
-    SweepReport, Value,
+    ClientKey, ContainerStats, SessionAdmin, SessionCounts, SessionDetail, SessionSummary,
+    StoreError, SweepReport, Value,
     engine::{
         admin::{StatsBuilder, summary},
         records::{self, ItemKey},
@@ -174,6 +174,49 @@ impl SessionAdmin for RedbContainer {
                 None
             };
             Ok(stats.finish(file_bytes))
+        })
+    }
+
+    /// The sessions table's length (redb keeps it in the table's root), and
+    /// the expired entries of the expiry indexes (as many as a sweep would
+    /// remove, not every session).
+    fn counts(&self) -> Result<SessionCounts, StoreError> {
+        self.guarded(|| {
+            let txn = self.inner.read_txn()?;
+            let sessions = txn
+                .open_table(tables::SESSIONS)
+                .map_err(storage(READ))?
+                .len()
+                .map_err(storage(READ))?;
+            let now = self.clock.now();
+            let mut expired = std::collections::BTreeSet::new();
+            let cutoffs = [
+                (tables::BY_ACCESS, self.expiry.idle_cutoff(now)),
+                (tables::BY_CREATED, self.expiry.age_cutoff(now)),
+            ];
+            for (index, cutoff) in cutoffs {
+                let Some(cutoff) = cutoff else { continue };
+                let end = codec::time_key(cutoff, &ClientKey::from_bytes([0; 32]));
+                let index = txn.open_table(index).map_err(storage(READ))?;
+                for entry in index.range(..end.as_slice()).map_err(storage(READ))? {
+                    let (key, _) = entry.map_err(storage(READ))?;
+                    // NOTE: a session is expired by idleness or by age, or
+                    // both: counted once.
+                    if let Ok(client) = codec::client_of_index_key(key.value()) {
+                        expired.insert(client);
+                    }
+                }
+            }
+            let file_bytes = if self.inner.is_file {
+                std::fs::metadata(&self.inner.path).ok().map(|m| m.len())
+            } else {
+                None
+            };
+            Ok(SessionCounts {
+                sessions,
+                expired: expired.len() as u64,
+                file_bytes,
+            })
         })
     }
 
