@@ -113,6 +113,12 @@ struct ServeArgs {
     /// Name of the session cookie.
     #[arg(long, default_value = "keel_session")]
     cookie_name: String,
+    /// Keep the session cookie SECS seconds after the client's last request
+    /// (Max-Age, re-sent with each request that uses the session, like
+    /// zope.session's cookieLifetime); 0: until 2038, zope's "never".
+    /// Default: a browser-session cookie, dropped when the browser closes.
+    #[arg(long, value_name = "SECS")]
+    cookie_lifetime: Option<u64>,
     /// Client id format.
     #[arg(long, value_enum, default_value_t = IdFormat::Keel)]
     id_format: IdFormat,

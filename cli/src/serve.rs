@@ -274,7 +274,13 @@ fn client_id_manager(
             (CookieConfig::keel(keys.shared()), Some(keys))
         }
     };
-    Ok((config.with_name(args.cookie_name.clone()).build()?, keys))
+    Ok((
+        config
+            .with_name(args.cookie_name.clone())
+            .with_lifetime(args.cookie_lifetime)
+            .build()?,
+        keys,
+    ))
 }
 
 /// The keel-format key ring: from `--secret-file` (created if missing), else

@@ -640,3 +640,29 @@ fn the_json_api_works_without_a_token_in_a_session_that_has_one() {
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.session_cookie().as_deref(), Some(""));
 }
+
+/// `--cookie-lifetime SECS`: the cookie carries Max-Age and is re-sent with
+/// each request that uses the session (sliding, as zope's cookieLifetime);
+/// without it, a browser-session cookie (no Max-Age, no Expires).
+#[test]
+fn the_cookie_lifetime_is_settable_and_slides() {
+    let server = Server::start(&["--memory", "--cookie-lifetime", "3600"]);
+    let r = server.request("POST", "/api/count", None);
+    let set = r.header("set-cookie").unwrap().to_owned();
+    assert!(set.contains("Max-Age=3600"), "{set}");
+    let id = r.session_cookie().unwrap();
+    let again = server.request("GET", "/api/count", Some(&id));
+    let set = again.header("set-cookie").expect("re-sent: sliding");
+    assert!(set.contains("Max-Age=3600"), "{set}");
+
+    let default = Server::start(&["--memory"]);
+    let set = default
+        .request("POST", "/api/count", None)
+        .header("set-cookie")
+        .unwrap()
+        .to_owned();
+    assert!(
+        !set.contains("Max-Age") && !set.contains("Expires"),
+        "{set}"
+    );
+}
