@@ -15,6 +15,8 @@
 //! Answers are JSON (the `wire` types); errors are `{"error": MESSAGE,
 //! "code": CODE}` with `code` one of `unauthorized`, `admin_disabled`,
 //! `bad_request`, `method_not_allowed`, `no_such_session`, `not_found`,
+//! `too_many_failures` (429 with `Retry-After`: more than 10 failed
+//! authentications from one address, then one more every 6 s),
 //! `no_key_ring`, `unavailable`, `internal`: also for what axum's extractors
 //! refuse and for a wrong method.
 //! Container work runs on tokio's blocking pool.
@@ -140,7 +142,13 @@ pub(crate) fn router(state: AdminState) -> Router {
         .route("/admin", any(unknown))
         .route("/admin/", any(unknown))
         .route("/admin/{*rest}", any(unknown))
-        .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .route_layer(middleware::from_fn_with_state(
+            Gate {
+                state: state.clone(),
+                failures: Arc::new(FailedAuthentications::default()),
+            },
+            require_token,
+        ))
         .layer(middleware::map_response(json_errors))
         .with_state(state)
 }
@@ -328,8 +336,74 @@ async fn blocking<T: Send + 'static>(
         .map_err(ApiError::from)
 }
 
-async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
-    let Some(token) = &state.token else {
+/// What the token check needs: the admin state, and the failed
+/// authentications per client address.
+#[derive(Clone)]
+struct Gate {
+    state: AdminState,
+    failures: Arc<FailedAuthentications>,
+}
+
+/// Failed admin authentications allowed per client address in a burst;
+/// then one more every [`FAILURE_REFILL`].
+const FAILURES_ALLOWED: u32 = 10;
+
+/// How long one allowed failure takes to come back.
+const FAILURE_REFILL: std::time::Duration = std::time::Duration::from_secs(6);
+
+/// Addresses remembered at most; when full, those whose allowance is whole
+/// again are forgotten first.
+const ADDRESSES_KEPT: usize = 10_000;
+
+/// A token bucket of failed authentications per client address. NOTE: only
+/// failures spend it: a request with the right token is never delayed or
+/// refused, whatever its address did before (the token is long and random,
+/// so the limit guards the log and the server's time rather than the
+/// token).
+#[derive(Debug, Default)]
+struct FailedAuthentications {
+    /// Address -> (failures still allowed, when that was last computed).
+    buckets:
+        std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, (u32, std::time::Instant)>>,
+}
+
+impl FailedAuthentications {
+    /// Spend one failure of `address`; `Err(wait)` when none is left.
+    fn spend(&self, address: std::net::IpAddr) -> Result<(), std::time::Duration> {
+        let now = std::time::Instant::now();
+        let refilled = |(left, since): (u32, std::time::Instant)| {
+            let earned = now.duration_since(since).as_secs() / FAILURE_REFILL.as_secs();
+            let left = (u64::from(left) + earned).min(u64::from(FAILURES_ALLOWED));
+            let since = since + FAILURE_REFILL * u32::try_from(earned).unwrap_or(u32::MAX);
+            (u32::try_from(left).unwrap_or(FAILURES_ALLOWED), since)
+        };
+        // NOTE: a panic while the lock was held leaves counts, not broken
+        // invariants: carry on with them.
+        let mut buckets = self
+            .buckets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if buckets.len() >= ADDRESSES_KEPT && !buckets.contains_key(&address) {
+            buckets.retain(|_, bucket| refilled(*bucket).0 < FAILURES_ALLOWED);
+            if buckets.len() >= ADDRESSES_KEPT {
+                // Still full: the oldest entries go (an attacker with many
+                // addresses then gets fresh allowances, never the memory).
+                buckets.clear();
+            }
+        }
+        let bucket = buckets.entry(address).or_insert((FAILURES_ALLOWED, now));
+        let (left, since) = refilled(*bucket);
+        if left == 0 {
+            *bucket = (0, since);
+            return Err((since + FAILURE_REFILL).saturating_duration_since(now));
+        }
+        *bucket = (left - 1, if left == FAILURES_ALLOWED { now } else { since });
+        Ok(())
+    }
+}
+
+async fn require_token(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let Some(token) = &gate.state.token else {
         return disabled().await;
     };
     let presented = request
@@ -337,24 +411,46 @@ async fn require_token(State(state): State<AdminState>, request: Request, next: 
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(bearer);
-    match presented {
-        Some(presented) if token.matches(presented) => next.run(request).await,
-        _ => {
-            // NOTE: never the presented token: it may be a real one mistyped.
-            tracing::warn!(
-                method = %request.method(),
-                path = request.uri().path(),
-                token_given = presented.is_some(),
-                "admin request refused: missing or wrong token"
-            );
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "a valid admin token is required: `Authorization: Bearer TOKEN`",
-            )
-            .into_response()
-        }
+    if let Some(presented) = presented
+        && token.matches(presented)
+    {
+        return next.run(request).await;
     }
+    let address = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip());
+    if let Some(address) = address
+        && let Err(wait) = gate.failures.spend(address)
+    {
+        let seconds = wait.as_secs().max(1);
+        let mut response = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_failures",
+            format!(
+                "too many failed admin authentications from {address}; try again in {seconds} s"
+            ),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        return response;
+    }
+    // NOTE: never the presented token: it may be a real one mistyped.
+    tracing::warn!(
+        client = %address.map_or_else(|| "unknown".to_owned(), |a| a.to_string()),
+        method = %request.method(),
+        path = request.uri().path(),
+        token_given = presented.is_some(),
+        "admin request refused: missing or wrong token"
+    );
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "a valid admin token is required: `Authorization: Bearer TOKEN`",
+    )
+    .into_response()
 }
 
 /// The token of an `Authorization: Bearer TOKEN` header value.

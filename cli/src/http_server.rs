@@ -131,13 +131,14 @@ pub(crate) async fn serve(
         tokio::select! {
             () = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     // NOTE: as axum's `serve` in its examples: responses are
                     // small, and Nagle's delay would add to every one.
                     let _ = stream.set_nodelay(true);
                     connections.spawn(connection(
                         builder.clone(),
                         stream,
+                        peer,
                         app.clone(),
                         timeouts,
                         closing.clone(),
@@ -191,13 +192,20 @@ async fn accept_failed(err: io::Error) {
 async fn connection(
     builder: http1::Builder,
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     app: Router,
     timeouts: Timeouts,
     mut closing: watch::Receiver<bool>,
 ) {
     let body_timeout = timeouts.body;
     let service = TowerToHyperService::new(app.map_request(move |request: Request<Incoming>| {
-        request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)))
+        let mut request = request.map(|body| Body::new(TimeoutBody::new(body_timeout, body)));
+        // The client's address, as axum's `ConnectInfo` (the admin API
+        // limits failed authentications per address).
+        request
+            .extensions_mut()
+            .insert(axum::extract::ConnectInfo(peer));
+        request
     }));
     let stream = Watched::new(stream);
     let traffic = Arc::clone(&stream.traffic);

@@ -280,3 +280,31 @@ fn every_admin_api_error_is_json_and_a_refused_token_is_logged_without_it() {
     assert!(logs.contains("admin request refused"), "{logs}");
     assert!(!logs.contains("a-mistyped-admin-token"), "{logs}");
 }
+
+/// Failed admin authentications are limited per client address: after 10,
+/// a wrong or missing token gets 429 with `Retry-After`; the right token from
+/// the same address still gets in at once.
+#[test]
+fn failed_admin_authentications_are_rate_limited_but_the_right_token_never_is() {
+    let dir = Dir::new();
+    let server = Server::start(&dir, &[]);
+    let wrong = Some("Bearer wrong-token-guess");
+    for n in 0..10 {
+        let r = server.request("GET", "/admin/stats", wrong, None);
+        assert_eq!(r.status, 401, "failure {n}: {r:?}");
+    }
+    for auth in [wrong, None] {
+        let r = server.request("GET", "/admin/stats", auth, None);
+        assert_eq!(r.status, 429, "{r:?}");
+        assert_eq!(r.json()["code"], "too_many_failures");
+        let wait: u64 = r.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=6).contains(&wait), "Retry-After {wait}");
+    }
+    let started = std::time::Instant::now();
+    let right = server.admin("GET", "/admin/stats");
+    assert_eq!(right.status, 200, "{right:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let logs = server.stop();
+    assert!(logs.contains("admin request refused"), "{logs}");
+    assert!(!logs.contains("wrong-token-guess"), "{logs}");
+}
