@@ -136,6 +136,18 @@ pub trait IdFormat: fmt::Debug + Send + Sync {
     fn epoch(&self) -> u64 {
         0
     }
+
+    /// Whether a validly signed id with no session behind it is still the
+    /// client's id, kept when the client's first data is written. zope's
+    /// rule ([`ZopeIdFormat`](crate::ZopeIdFormat) answers `true`): an id
+    /// exists before any data, so a Zope site and Keel sharing a secret
+    /// serve one domain side by side and a migration keeps every cookie.
+    /// Keel's rule (the default, `false`): a signed id whose session is gone
+    /// (expired, revoked, logged out) is replaced by a fresh one, so an id
+    /// that leaked once never names a new session.
+    fn adopts_unknown_ids(&self) -> bool {
+        false
+    }
 }
 
 /// The format version byte that starts every version-1 id.

@@ -108,6 +108,13 @@ pub trait ClientIdManager: fmt::Debug + Send + Sync {
     /// Whether the id must be re-sent ([`set_cookie`](Self::set_cookie)) on
     /// every request that uses it (a sliding cookie lifetime).
     fn refreshes_on_access(&self) -> bool;
+
+    /// Whether a validly signed id with no session behind it stays the
+    /// client's id ([`IdFormat::adopts_unknown_ids`](crate::IdFormat::adopts_unknown_ids));
+    /// default `false`.
+    fn adopts_unknown_ids(&self) -> bool {
+        false
+    }
 }
 
 /// The cookie `SameSite` attribute.
@@ -701,6 +708,10 @@ impl ClientIdManager for CookieClientIdManager {
 
     fn refreshes_on_access(&self) -> bool {
         !self.config.thirdparty && matches!(self.config.lifetime, CookieLifetime::Sliding(_))
+    }
+
+    fn adopts_unknown_ids(&self) -> bool {
+        self.config.format.adopts_unknown_ids()
     }
 }
 

@@ -281,8 +281,11 @@ impl Session {
                     }
                 }
             }
-            if state.known_live {
+            // NOTE: zope's rule keeps a signed id with no session as the
+            // client's (see `IdFormat::adopts_unknown_ids`).
+            if state.known_live || self.context().ids.adopts_unknown_ids() {
                 container.create_session(tx, &key)?;
+                state.known_live = true;
                 return Ok(key);
             }
         }

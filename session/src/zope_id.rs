@@ -172,6 +172,11 @@ impl IdFormat for ZopeIdFormat {
         "zope"
     }
 
+    /// zope's rule: see [`IdFormat::adopts_unknown_ids`].
+    fn adopts_unknown_ids(&self) -> bool {
+        true
+    }
+
     fn mint(&self) -> Result<ClientId, SessionError> {
         let mut material = [0u8; 32];
         fill_random(&mut material)?;

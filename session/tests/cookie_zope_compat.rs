@@ -170,3 +170,46 @@ fn the_secret_file_is_trimmed_like_keel_serve_secret_file() {
     assert_eq!(got.as_ref().map(|id| id.as_str()), Some(VECTORS[5].1));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// zope's rule: an id exists before any data. A validly signed zope id that
+/// Keel holds no session for (minted by a Zope site with the same secret) is
+/// that client's id when its first data is written: no new cookie. Keel's
+/// own format keeps its rule: such an id is replaced by a fresh one.
+#[test]
+fn a_signed_zope_id_without_a_session_is_kept_and_a_keel_id_is_replaced() {
+    use std::sync::Arc;
+
+    use http::header::SET_COOKIE;
+    use keel_session::{ContainerRegistry, KeyRing, SessionManager};
+    use keel_store::{ClientKey, RamContainer};
+
+    let registry = || ContainerRegistry::new().with_default(Arc::new(RamContainer::new()));
+    let (_, id) = VECTORS[0];
+    let manager = SessionManager::new(zope("some_secret"), registry());
+    let session = manager.session_for(&Method::POST, &cookie(&format!("zsess={id}")));
+    session.pkg("app").unwrap().insert("n", 1_u64).unwrap();
+    assert_eq!(session.client_key(), Some(ClientKey::from_client_id(id)));
+    session.commit().unwrap();
+    let mut headers = HeaderMap::new();
+    session.write_cookie_headers(&mut headers);
+    assert!(
+        headers.get(SET_COOKIE).is_none(),
+        "the id is kept: {headers:?}"
+    );
+    let again = manager.session_for(&Method::GET, &cookie(&format!("zsess={id}")));
+    assert_eq!(again.value::<u64>("app", "n").unwrap(), Some(1));
+
+    let keel = CookieConfig::keel(KeyRing::generate().unwrap())
+        .build()
+        .unwrap();
+    let signed = keel.mint(&Method::POST).unwrap();
+    let manager = SessionManager::new(keel, registry());
+    let headers = cookie(&format!("keel_session={}", signed.as_str()));
+    let session = manager.session_for(&Method::POST, &headers);
+    session.pkg("app").unwrap().insert("n", 1_u64).unwrap();
+    assert_ne!(session.client_key(), Some(signed.key()), "replaced");
+    session.commit().unwrap();
+    let mut headers = HeaderMap::new();
+    session.write_cookie_headers(&mut headers);
+    assert!(headers.get(SET_COOKIE).is_some(), "a new id is sent");
+}
