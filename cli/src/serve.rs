@@ -1,6 +1,6 @@
 //! `keel serve`: the demo application, a durable page counter.
 //!
-//! Routes and output are a contract (the team's DESIGN.md, "Demo and admin
+//! Routes and output are a contract (docs/design.md, "Demo and admin
 //! contract"); tests outside this crate depend on them.
 //!
 //! The HTML page (`GET /`) and the routes of its forms (`POST /login`,

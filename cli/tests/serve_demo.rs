@@ -1,4 +1,4 @@
-//! `keel serve` keeps the demo contract of DESIGN.md: every route answers as
+//! `keel serve` keeps the demo contract of docs/design.md: every route answers as
 //! specified over real HTTP on loopback, concurrent increments of one client
 //! are never lost, data survives a restart, sessions expire, and a bad
 //! database file is refused untouched. The HTML page's forms carry the

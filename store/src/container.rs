@@ -111,8 +111,8 @@ pub struct SessionInfo {
     pub principal: Option<String>,
 }
 
-/// A session data container: stores `SessionData` (per client) and
-/// `SessionPkgData` (per client and package) transactionally.
+/// A session data container: stores each client's session (its record and,
+/// per package, its names and values) transactionally.
 ///
 /// Every data operation takes the request's [`Transaction`]; the container
 /// joins it lazily and buffers all changes until commit, where they are

@@ -120,9 +120,11 @@ impl TransactionManager {
         }
     }
 
-    /// [`run`](Self::run) for async work on a tokio runtime. The commit runs
-    /// on tokio's blocking pool, since data managers may block (a durable
-    /// commit waits for fsync), and the backoff is an async sleep.
+    /// [`run`](Self::run) for async work on a tokio runtime. The commit goes
+    /// through [`commit_without_blocking`]: inline when no data manager may
+    /// block, as a task awaiting asynchronous votes when every data manager
+    /// offers them (a durable commit waiting for its write holds no thread),
+    /// else on tokio's blocking pool; the backoff is an async sleep.
     ///
     /// # Errors
     /// As for [`run`](Self::run); a commit whose blocking task panicked or was
