@@ -50,11 +50,33 @@ pub(crate) const DEMO_PACKAGE: &str = "keel.demo";
 
 const INDEX_TEMPLATE: &str = r#"<!doctype html>
 <html lang="en">
-<head><meta charset="utf-8"><title>Keel page counter</title></head>
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Keel page counter</title>
+<style>
+body { font-family: system-ui, sans-serif; max-width: 42rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.5; color: #222; }
+.box { border: 1px solid #ccc; border-radius: 6px; padding: 0.75rem 1rem; margin: 1rem 0; }
+button { margin-right: 0.5rem; }
+#result { font-family: ui-monospace, monospace; white-space: pre-wrap; min-height: 1.5em; }
+dt { font-weight: 600; }
+dd { margin: 0 0 0.5rem 0; }
+</style>
+</head>
 <body>
-<h1>Keel</h1>
-<p>You have seen this page <strong id="count">{{ session("keel.demo").count }}</strong> time{{ "" if session("keel.demo").count == 1 else "s" }}.</p>
-<p>Each visit is committed durably before this page is sent.</p>
+<h1>Keel page counter</h1>
+<p>Your count is <strong id="count">{{ session("keel.demo").count }}</strong>. Showing this page adds one, and each visit is saved durably before the page is sent.</p>
+<div class="box">
+<button id="plus" type="button">+1</button>
+<button id="oops" type="button">+1 with a value that cannot be saved</button>
+<p id="result" aria-live="polite"></p>
+</div>
+<dl>
+<dt>Session created</dt><dd id="created">{{ created }}</dd>
+<dt>Last used</dt><dd id="last-access">{{ last_access }}</dd>
+<dt>Expires if left idle</dt><dd id="expires">{{ expires }}</dd>
+</dl>
+<div class="box">
 {% if user %}<p>Logged in as <strong id="user">{{ user }}</strong>.</p>
 <form method="post" action="/logout">
 <input type="hidden" name="{{ csrf_field }}" value="{{ csrf_token }}">
@@ -69,6 +91,28 @@ const INDEX_TEMPLATE: &str = r#"<!doctype html>
 <input type="hidden" name="{{ csrf_field }}" value="{{ csrf_token }}">
 <button>Reset the counter</button>
 </form>
+</div>
+<p><a href="/api/count">/api/count</a> gives the count as JSON (<code>POST</code> adds one).</p>
+<script>
+async function post(path) {
+  const response = await fetch(path, { method: "POST", credentials: "same-origin" });
+  return [response.status, await response.json()];
+}
+const result = document.getElementById("result");
+document.getElementById("plus").onclick = async () => {
+  const [status, body] = await post("/api/count");
+  if (status === 200) {
+    document.getElementById("count").textContent = body.count;
+    result.textContent = "saved: the count is " + body.count;
+  } else {
+    result.textContent = "HTTP " + status + ", nothing saved: " + body.error;
+  }
+};
+document.getElementById("oops").onclick = async () => {
+  const [status, body] = await post("/api/oops");
+  result.textContent = "HTTP " + status + ", the commit was refused and nothing was saved: " + body.error;
+};
+</script>
 </body>
 </html>
 "#;
@@ -76,6 +120,8 @@ const INDEX_TEMPLATE: &str = r#"<!doctype html>
 #[derive(Clone)]
 struct AppState {
     templates: Arc<minijinja::Environment<'static>>,
+    /// The container's expiry policy (when an idle session expires).
+    expiry: keel_store::ExpiryPolicy,
 }
 
 /// Run the demo server until SIGTERM or Ctrl-C.
@@ -338,6 +384,7 @@ async fn serve(
         .map_err(|err| CliError::Usage(format!("bad built-in template: {err}")))?;
     let state = AppState {
         templates: Arc::new(templates),
+        expiry: *container.expiry(),
     };
     let transactions = manager.transaction_manager().clone();
     let interval = sweep_interval(&args, container.as_ref());
@@ -481,13 +528,38 @@ fn increment_count(session: &Session) -> Result<u64, SessionError> {
 async fn index(State(state): State<AppState>, session: Session) -> Result<Html<String>, Response> {
     increment_count(&session).map_err(IntoResponse::into_response)?;
     let csrf_token = session.csrf_token().map_err(IntoResponse::into_response)?;
-    let user = session.principal().map_err(IntoResponse::into_response)?;
+    let info = session.info().map_err(IntoResponse::into_response)?;
+    let (created, last_access, expires) = match &info {
+        Some(info) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let expires = match state.expiry.expires_at(info.created, info.last_access) {
+                Some(at) => format!(
+                    "{} UTC (in {} min, unless you come back)",
+                    crate::output::utc(at),
+                    at.saturating_sub(now).div_ceil(60)
+                ),
+                None => "never (no timeout)".to_owned(),
+            };
+            (
+                format!("{} UTC", crate::output::utc(info.created)),
+                format!("{} UTC", crate::output::utc(info.last_access)),
+                expires,
+            )
+        }
+        None => Default::default(),
+    };
+    let user = info.and_then(|info| info.principal);
     let render = state.templates.get_template("index.html").and_then(|t| {
         t.render(minijinja::context! {
             session => template_object(&session),
             csrf_field => CSRF_FORM_FIELD,
             csrf_token => csrf_token.as_str(),
             user => user,
+            created => created,
+            last_access => last_access,
+            expires => expires,
         })
     });
     match render {

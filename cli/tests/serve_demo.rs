@@ -666,3 +666,29 @@ fn the_cookie_lifetime_is_settable_and_slides() {
         "{set}"
     );
 }
+
+/// The page tells a visitor what the session is: the count, when it was
+/// created, when it expires if left idle; buttons for +1 and for a refused
+/// commit (they call the JSON API), the login form, a link to /api/count.
+#[test]
+fn the_page_shows_the_session_and_what_a_visitor_can_do() {
+    let server = Server::start(&["--memory", "--timeout", "3600", "--resolution", "60"]);
+    let page = server.request("GET", "/", None);
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    for expected in [
+        r#"<strong id="count">1</strong>"#,
+        r#"<dd id="created">20"#,
+        r#"<dd id="expires">20"#,
+        // 3600 + 60 + 1 s from now: 62 min, or 61 if a second ticked.
+        "UTC (in 6",
+        " min, unless you come back)",
+        r#"<button id="plus""#,
+        r#"<button id="oops""#,
+        r#"action="/login""#,
+        r#"<a href="/api/count">"#,
+        r#"fetch(path, { method: "POST""#,
+    ] {
+        assert!(body.contains(expected), "{expected:?} not in {body}");
+    }
+}

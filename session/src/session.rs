@@ -460,6 +460,36 @@ impl Session {
         })
     }
 
+    /// The session's record (creation time, last access, principal) from the
+    /// first container where it lives; `None` if the client has no live
+    /// session. Never creates anything.
+    ///
+    /// ```
+    /// # use keel_session::doc_support::session_for_docs;
+    /// let session = session_for_docs();
+    /// assert!(session.info()?.is_none());
+    /// session.pkg("my.app")?.insert("n", 1_u64)?;
+    /// let info = session.info()?.expect("created by the write");
+    /// assert!(info.created <= info.last_access);
+    /// # Ok::<(), keel_session::SessionError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`SessionError::Store`] if a container fails.
+    pub fn info(&self) -> Result<Option<keel_store::SessionInfo>, SessionError> {
+        let Some(key) = self.client_key() else {
+            return Ok(None);
+        };
+        self.with_tx(|tx| {
+            for container in self.context().containers.containers() {
+                if let Some(info) = container.session(tx, &key)? {
+                    return Ok(Some(info));
+                }
+            }
+            Ok(None)
+        })
+    }
+
     /// Commit the request's transaction (blocking until it is durable). For use
     /// outside the tower layer, which commits by itself.
     ///

@@ -161,6 +161,32 @@ impl ExpiryPolicy {
         idle || too_old
     }
 
+    /// The first second at which a session created at `created` and last
+    /// accessed at `last_access` counts as expired if nobody uses it
+    /// meanwhile; `None` if it never expires (timeout 0, no lifetime).
+    ///
+    /// ```
+    /// use keel_store::ExpiryPolicy;
+    /// let policy = ExpiryPolicy::default().with_timeout(3600).with_resolution(600);
+    /// let at = policy.expires_at(1000, 2000).unwrap();
+    /// assert!(!policy.is_expired(1000, 2000, at - 1) && policy.is_expired(1000, 2000, at));
+    /// ```
+    pub fn expires_at(&self, created: u64, last_access: u64) -> Option<u64> {
+        let idle = (self.timeout != 0).then(|| {
+            last_access
+                .saturating_add(self.timeout)
+                .saturating_add(self.resolution)
+                .saturating_add(1)
+        });
+        let old = self
+            .absolute_lifetime
+            .map(|lifetime| created.saturating_add(lifetime).saturating_add(1));
+        match (idle, old) {
+            (Some(idle), Some(old)) => Some(idle.min(old)),
+            (idle, old) => idle.or(old),
+        }
+    }
+
     /// Sessions whose last access is before this second are expired by
     /// inactivity at `now` (`None` if none can be: timeout 0).
     pub fn idle_cutoff(&self, now: u64) -> Option<u64> {
