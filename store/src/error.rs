@@ -193,6 +193,29 @@ impl StoreError {
 }
 
 impl StoreError {
+    /// The database file this error names, for the errors of opening one
+    /// (not a Keel database, a newer format, in use, damaged, cannot be
+    /// opened, opened read-only): their message already says which file, so
+    /// a caller need not add it (nor sort the variants itself).
+    ///
+    /// ```
+    /// use keel_store::StoreError;
+    /// let err = StoreError::DatabaseInUse { path: "s.redb".into() };
+    /// assert_eq!(err.path(), Some(std::path::Path::new("s.redb")));
+    /// assert_eq!(StoreError::Closed.path(), None);
+    /// ```
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match self {
+            StoreError::NotAKeelDatabase { path, .. }
+            | StoreError::UnsupportedFormat { path, .. }
+            | StoreError::DatabaseInUse { path }
+            | StoreError::Corrupted { path, .. }
+            | StoreError::CannotOpen { path, .. }
+            | StoreError::ReadOnly { path } => Some(path),
+            _ => None,
+        }
+    }
+
     /// Whether the storage is unreachable for now (an HTTP server answers
     /// 503): the database server is down or the link to it failed.
     pub fn is_unavailable(&self) -> bool {

@@ -98,23 +98,10 @@ pub(crate) fn open_container(
     }
 }
 
-/// Whether a store error already names the database file.
-fn names_the_file(err: &StoreError) -> bool {
-    matches!(
-        err,
-        StoreError::NotAKeelDatabase { .. }
-            | StoreError::UnsupportedFormat { .. }
-            | StoreError::DatabaseInUse { .. }
-            | StoreError::Corrupted { .. }
-            | StoreError::CannotOpen { .. }
-            | StoreError::ReadOnly { .. }
-    )
-}
-
 /// `err` as a CLI error that names the file `path`.
 pub(crate) fn in_file(path: &Path) -> impl Fn(StoreError) -> CliError + '_ {
     move |err| {
-        if names_the_file(&err) {
+        if err.path().is_some() {
             CliError::Store(err)
         } else {
             CliError::Database {
