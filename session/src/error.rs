@@ -65,6 +65,19 @@ pub enum SessionError {
         #[source]
         source: std::io::Error,
     },
+    /// A stored value is not of the type the reader asked for (a typed read:
+    /// [`SessionPkgData::get`](crate::SessionPkgData::get),
+    /// [`Session::value`](crate::Session::value)). Nothing was changed.
+    #[error("value {key:?} of package {package:?} is not of the requested type: {source}")]
+    WrongType {
+        /// The package id.
+        package: String,
+        /// The key within the package.
+        key: String,
+        /// What the deserializer said.
+        #[source]
+        source: keel_store::ValueError,
+    },
     /// A request with an unsafe method (POST, PUT, PATCH, DELETE, ...) did not
     /// carry its session's CSRF token, or carried another one
     /// ([`CsrfLayer`](crate::CsrfLayer)); its response is 403 with code

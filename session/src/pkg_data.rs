@@ -3,7 +3,7 @@
 
 use std::{fmt, sync::Arc};
 
-use keel_store::{ClientKey, SessionContainer, SessionValue, StoreError};
+use keel_store::{ClientKey, SessionContainer, SessionValue};
 use serde::{Serialize, de::DeserializeOwned};
 
 use crate::{Session, SessionError};
@@ -63,7 +63,7 @@ impl SessionPkgData {
     /// The value stored under `name`, as a `T`.
     ///
     /// # Errors
-    /// [`StoreError::WrongType`] (inside [`SessionError::Store`]) naming the
+    /// [`SessionError::WrongType`] naming the
     /// package and key if the stored value is not a `T`; other store errors.
     pub fn get<T: DeserializeOwned + 'static>(
         &self,
@@ -163,17 +163,18 @@ impl SessionPkgData {
     }
 }
 
-/// `value` as a `T`, or [`StoreError::WrongType`] naming `package` and `name`.
+/// `value` as a `T`, or [`SessionError::WrongType`] naming `package` and
+/// `name`.
 pub(crate) fn typed<T: DeserializeOwned + 'static>(
     value: &SessionValue,
     package: &str,
     name: &str,
 ) -> Result<T, SessionError> {
-    value.to_typed::<T>().map_err(|err| {
-        SessionError::Store(StoreError::WrongType {
+    value
+        .to_typed::<T>()
+        .map_err(|source| SessionError::WrongType {
             package: package.to_owned(),
             key: name.to_owned(),
-            source: Box::new(err),
+            source,
         })
-    })
 }

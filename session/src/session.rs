@@ -215,12 +215,10 @@ impl Session {
     /// ```
     ///
     /// # Errors
-    /// As for [`get`](Session::get); [`StoreError::WrongType`] (as
-    /// [`SessionError::Store`]) naming the package and key if the stored value
-    /// is not a `T`.
+    /// As for [`get`](Session::get); [`SessionError::WrongType`] naming the
+    /// package and key if the stored value is not a `T`.
     ///
     /// [`SessionPkgData::get`]: crate::SessionPkgData::get
-    /// [`StoreError::WrongType`]: keel_store::StoreError::WrongType
     pub fn value<T: DeserializeOwned + 'static>(
         &self,
         package: &str,

@@ -219,7 +219,7 @@ fn a_wrong_type_on_read_is_an_error_naming_the_key() {
     let err = s.get("p").unwrap().unwrap().get::<String>("n").unwrap_err();
     assert!(matches!(
         err,
-        SessionError::Store(StoreError::WrongType { ref package, ref key, .. }) if package == "p" && key == "n"
+        SessionError::WrongType { ref package, ref key, .. } if package == "p" && key == "n"
     ));
 }
 
@@ -385,6 +385,6 @@ fn value_reads_one_value_as_get_then_get_does() {
     let err = h.get(Some(&id)).value::<String>("p", "n").unwrap_err();
     assert!(matches!(
         err,
-        SessionError::Store(StoreError::WrongType { ref package, ref key, .. }) if package == "p" && key == "n"
+        SessionError::WrongType { ref package, ref key, .. } if package == "p" && key == "n"
     ));
 }

@@ -25,17 +25,6 @@ pub enum StoreError {
         #[source]
         source: BoxError,
     },
-    /// A stored value is not of the type the reader asked for.
-    #[error("value {key:?} of package {package:?} is not of the requested type: {source}")]
-    WrongType {
-        /// The package id.
-        package: String,
-        /// The key within the package.
-        key: String,
-        /// What the deserializer said.
-        #[source]
-        source: BoxError,
-    },
     /// Another transaction changed what this one read or wrote; re-running the
     /// request in a fresh transaction may succeed.
     #[error("conflict on session {client}: {what} changed since this transaction read it")]

@@ -456,7 +456,6 @@ fn expected_error(err: &StoreError) -> bool {
         StoreError::CorruptRecord { .. }
             | StoreError::NoSuchSession { .. }
             | StoreError::SessionExists { .. }
-            | StoreError::WrongType { .. }
     ) || (tolerate_known_issues() && known_issue(err))
 }
 
