@@ -282,6 +282,9 @@ enum CliError {
     },
     #[error("{0}")]
     NotFound(String),
+    /// `keel sessions check` found damage (the report says which).
+    #[error("{path} is damaged: {problems} problem(s) found (see the report above)")]
+    Damaged { path: PathBuf, problems: u64 },
     #[error("cannot write the output: {0}")]
     Output(#[source] std::io::Error),
     #[error("cannot listen on {addr}: {source} (choose another address with --addr)")]

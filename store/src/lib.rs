@@ -54,7 +54,7 @@ mod redis;
 mod session_value;
 mod value;
 
-pub use self::redb::{RedbContainer, RedbOptions};
+pub use self::redb::{IntegrityReport, RedbContainer, RedbOptions};
 #[cfg(feature = "redis")]
 pub use self::redis::{RedisContainer, RedisOptions};
 pub use container::{

@@ -5,6 +5,7 @@
 //! Sessions are shown only by their `key` (the hashed client id); nothing
 //! here prints a client id, a cookie value or a secret.
 
+mod check;
 pub(crate) mod offline;
 pub(crate) mod online;
 
@@ -127,6 +128,11 @@ enum SessionsCommand {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Check a redb database file completely (offline only, with no server
+    /// holding it): every page's checksum and b-tree, every session record
+    /// and value, the indexes. Never changes a byte of the file; exits 1
+    /// when damage is found.
+    Check,
     /// Fill a database with generated sessions (for measurements; offline
     /// only).
     #[command(hide = true)]
@@ -151,7 +157,8 @@ impl SessionsCommand {
             SessionsCommand::List { .. }
             | SessionsCommand::Show { .. }
             | SessionsCommand::Stats
-            | SessionsCommand::Export { .. } => true,
+            | SessionsCommand::Export { .. }
+            | SessionsCommand::Check => true,
             SessionsCommand::Rm { dry_run, .. }
             | SessionsCommand::RevokePrincipal { dry_run, .. }
             | SessionsCommand::Sweep { dry_run, .. } => *dry_run,
@@ -226,6 +233,19 @@ pub(crate) fn run(args: SessionsArgs) -> Result<(), CliError> {
             expired,
             batch,
         );
+    }
+    if let SessionsCommand::Check = args.command {
+        if target.url.is_some() {
+            return Err(CliError::Usage(
+                "check works offline only (--db FILE, with the server stopped or on a copy)"
+                    .to_owned(),
+            ));
+        }
+        let stdout = std::io::stdout();
+        let mut out = BufWriter::new(stdout.lock());
+        let checked = check::run(&Database::from_arg(&db), target.json, &mut out);
+        out.flush().map_err(CliError::Output)?;
+        return checked;
     }
     let admin: Box<dyn Admin> = match &target.url {
         Some(url) => {
@@ -392,6 +412,9 @@ fn execute(
         },
         SessionsCommand::Populate { .. } => Err(CliError::Usage(
             "populate works offline only (--db)".to_owned(),
+        )),
+        SessionsCommand::Check => Err(CliError::Usage(
+            "check works offline only (--db FILE)".to_owned(),
         )),
     }
 }

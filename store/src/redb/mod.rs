@@ -1,6 +1,7 @@
 //! The durable container: one redb file, group commit, expiry indexes.
 
 mod admin;
+mod check;
 mod codec;
 mod committer;
 mod open;
@@ -25,6 +26,7 @@ use keel_txn::{
 use parking_lot::RwLock;
 use redb::{ReadTransaction, StorageBackend};
 
+pub use self::check::IntegrityReport;
 use self::{
     committer::{CommitterHandle, DbSlot, Job, read_last_tid},
     open::{BackendFactory, Target, guard_panic, open_database},
@@ -308,6 +310,62 @@ impl RedbContainer {
             expiry: options.expiry,
             clock: options.clock,
         })
+    }
+
+    /// Check the database at `path` completely, without changing a byte of
+    /// it: redb's check of every page (checksums, b-tree structure), then
+    /// every Keel record (each session record and value decodes, each data
+    /// record belongs to a session, the expiry and principal indexes agree
+    /// with the session records). The file is opened read-only
+    /// ([`RedbOptions::with_read_only`] is implied); a repair redb makes
+    /// during its check stays in memory. Reads the whole file: a few seconds
+    /// per GB (docs/PERFORMANCE.md, "Integrity check at start").
+    ///
+    /// Damage is reported in the [`IntegrityReport`], not as an error, also
+    /// when it keeps the file from being opened.
+    ///
+    /// ```
+    /// use keel_store::{RedbContainer, RedbOptions};
+    /// let dir = tempfile::tempdir()?;
+    /// let path = dir.path().join("sessions.redb");
+    /// drop(RedbContainer::open(&path)?);
+    /// let report = RedbContainer::check_file(&path, RedbOptions::new())?;
+    /// assert!(report.is_clean(), "{:?}", report.problems);
+    /// assert_eq!(report.sessions, 0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    /// As for a read-only [`open_with`](Self::open_with), except
+    /// [`StoreError::Corrupted`], which is a problem of the report:
+    /// [`StoreError::NotAKeelDatabase`], [`StoreError::UnsupportedFormat`],
+    /// [`StoreError::DatabaseInUse`] (a server holds it: stop it, or check
+    /// a copy), [`StoreError::CannotOpen`].
+    pub fn check_file(
+        path: impl AsRef<Path>,
+        options: RedbOptions,
+    ) -> Result<IntegrityReport, StoreError> {
+        let path = path.as_ref();
+        let target = match &options.backend {
+            Some(factory) => Target::Backend(Arc::clone(factory)),
+            None => Target::File(path.to_path_buf()),
+        };
+        check::check(&target, path, options)
+    }
+
+    /// Whether a panic on the current thread would now be caught by a redb
+    /// container and returned as [`StoreError::Corrupted`]: redb may panic
+    /// reading a file damaged outside it, and every call into redb is
+    /// guarded. A process-wide panic hook can stay quiet then: the container
+    /// logs one error line naming the file, and its error names the file
+    /// and carries the panic's message.
+    ///
+    /// ```
+    /// // Outside any container call.
+    /// assert!(!keel_store::RedbContainer::panic_is_caught());
+    /// ```
+    pub fn panic_is_caught() -> bool {
+        open::panic_is_caught()
     }
 
     /// The path the container was opened with.

@@ -18,6 +18,7 @@
 //! that needs a repair, and meets damage only later, when reading.)
 
 use std::{
+    cell::Cell,
     fs::{self, File},
     io,
     panic::{AssertUnwindSafe, catch_unwind},
@@ -307,12 +308,64 @@ fn create_private(file: &Path) -> io::Result<()> {
     options.open(file).map(drop)
 }
 
+thread_local! {
+    /// How many [`guard_panic`] calls the current thread is inside.
+    static GUARDED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// Whether a panic on the current thread would now be caught by
+/// [`guard_panic`] (see [`RedbContainer::panic_is_caught`]).
+///
+/// [`RedbContainer::panic_is_caught`]: crate::RedbContainer::panic_is_caught
+pub(crate) fn panic_is_caught() -> bool {
+    GUARDED.with(|depth| depth.get() > 0)
+}
+
+/// Marks the current thread as inside [`guard_panic`] while it lives (also
+/// while a panic unwinds through it).
+struct Guarded;
+
+impl Guarded {
+    fn enter() -> Self {
+        GUARDED.with(|depth| depth.set(depth.get().saturating_add(1)));
+        Guarded
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        GUARDED.with(|depth| depth.set(depth.get().saturating_sub(1)));
+    }
+}
+
 /// Run `work` on redb, turning a panic on a damaged file into
-/// [`StoreError::Corrupted`].
+/// [`StoreError::Corrupted`] naming the file and carrying the panic's
+/// message; the panic is logged as one error line naming the file.
 pub(crate) fn guard_panic<T>(path: &Path, work: impl FnOnce() -> T) -> Result<T, StoreError> {
-    catch_unwind(AssertUnwindSafe(work)).map_err(|_| StoreError::Corrupted {
-        path: path.to_path_buf(),
-        source: "redb could not read the file's structure".into(),
+    let caught = {
+        let _guarded = Guarded::enter();
+        catch_unwind(AssertUnwindSafe(work))
+    };
+    caught.map_err(|payload| {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|text| (*text).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".to_owned());
+        // NOTE: the innermost guard catches (and logs) a panic; the guards
+        // around it see an error, no panic.
+        tracing::error!(
+            path = %path.display(),
+            panic = %message,
+            "the session database {} is damaged: redb failed reading it; check it with `keel \
+             sessions check --db {}` (with the server stopped)",
+            path.display(),
+            path.display()
+        );
+        StoreError::Corrupted {
+            path: path.to_path_buf(),
+            source: format!("redb could not read the file's structure ({message})").into(),
+        }
     })
 }
 
