@@ -35,6 +35,23 @@ fn commit_pair(container: &RedbContainer, n: u32) -> Result<(), TxnError> {
     tx.commit().map(|_| ())
 }
 
+/// Commit transaction `n` once the disk healed: after a storage error the
+/// container reopens the database for writing at most every 200 ms, so the
+/// first commits after healing may still fail.
+fn commit_after_heal(container: &RedbContainer, n: u32) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match commit_pair(container, n) {
+            Ok(()) => return,
+            Err(err) if std::time::Instant::now() < deadline => {
+                let _ = err;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(err) => panic!("no commit within 3 s of healing: {err}"),
+        }
+    }
+}
+
 /// Whether transaction `n` is present; panics if only half of it is.
 fn present(container: &RedbContainer, n: u32) -> bool {
     let manager = TransactionManager::new();
@@ -85,9 +102,9 @@ fn a_failing_write_or_sync_never_half_applies_a_transaction() {
             }
             assert!(disk.failures() > 0, "no fault was injected (after {after})");
             disk.heal();
-            // The container reopened the database: commits work again.
+            // The container reopens the database: commits work again.
             let last = n + 1;
-            commit_pair(&container, last).unwrap();
+            commit_after_heal(&container, last);
             acknowledged.push(last);
             for n in 0..=last {
                 let here = present(&container, n);
@@ -118,7 +135,39 @@ fn a_disk_that_keeps_failing_gives_errors_until_it_heals() {
         assert!(commit_pair(&container, n).is_err());
     }
     disk.heal();
-    commit_pair(&container, 4).unwrap();
+    commit_after_heal(&container, 4);
     assert!(present(&container, 0));
     assert!(present(&container, 4));
+}
+
+/// While the disk refuses writes (full), reads keep answering from the last
+/// good state, however many commits fail meanwhile; once it heals, writes
+/// work again without a restart.
+#[test]
+fn reads_keep_working_while_writes_fail() {
+    let disk = SimDisk::new();
+    let container = RedbContainer::open_with("full", disk.options()).unwrap();
+    commit_pair(&container, 0).unwrap();
+    disk.fail_writes_after(0);
+    let started = std::time::Instant::now();
+    let mut answered_at_once = 0;
+    for n in 1..50 {
+        let err = commit_pair(&container, n).unwrap_err();
+        // A commit between two reopening attempts fails at once, without
+        // touching the file (reopened for writing at most every 200 ms).
+        if format!("{err:?}").contains("reopened for writing at most every") {
+            answered_at_once += 1;
+        }
+        assert!(present(&container, 0), "read {n} while the disk is full");
+    }
+    let attempts_allowed = started.elapsed().as_millis() / 200 + 2;
+    assert!(
+        49 - answered_at_once <= attempts_allowed,
+        "{} of 49 commits reopened the database in {:?}",
+        49 - answered_at_once,
+        started.elapsed()
+    );
+    disk.heal();
+    commit_after_heal(&container, 99);
+    assert!(present(&container, 0) && present(&container, 99));
 }

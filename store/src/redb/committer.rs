@@ -41,7 +41,16 @@ use crate::{
 pub(crate) type DbSlot = Arc<RwLock<Option<Db>>>;
 
 /// Opens the database again after a storage error.
-pub(crate) type Reopen = Box<dyn FnMut() -> Result<Db, StoreError> + Send>;
+/// Open the database again: for writing (`false`), or read-only (`true`:
+/// nothing is written, for readers while writes fail).
+pub(crate) type Reopen = Box<dyn FnMut(bool) -> Result<Db, StoreError> + Send>;
+
+/// After a storage error, how often the database is reopened for writing at
+/// most (five times a second). In between, commits fail at once and readers
+/// read the last good state from a read-only open: a full disk must not cost
+/// thousands of reopens a second, nor the reads. Writes resume within this
+/// long of the disk healing.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Work for the committer.
 #[derive(Debug)]
@@ -141,6 +150,7 @@ impl CommitterHandle {
             max_batch: max_batch.max(1),
             index_created,
             broken: false,
+            last_reopen: None,
         };
         let thread = thread::Builder::new()
             .name("keel-committer".to_owned())
@@ -230,6 +240,8 @@ struct Committer {
     index_created: bool,
     /// A batch failed on a storage error: reopen before the next.
     broken: bool,
+    /// When the database was last reopened for writing.
+    last_reopen: Option<std::time::Instant>,
 }
 
 impl Committer {
@@ -248,7 +260,7 @@ impl Committer {
 
     fn process(&mut self, batch: Vec<Request>) {
         if self.broken
-            && let Err(err) = self.reopen_now()
+            && let Err(err) = self.recover()
         {
             let err = Arc::new(err);
             for request in batch {
@@ -274,9 +286,16 @@ impl Committer {
             }
             Err(failure) => {
                 self.broken = true;
-                // Reopen at once, so readers do not meet the failed database;
-                // if that fails too, the next request tries again.
-                if let Err(err) = self.reopen_now() {
+                // Reopen at once, so readers do not meet the failed database
+                // (for writing if the last try is a second old, else
+                // read-only); if that fails too, the next request tries
+                // again.
+                let reopened = if self.reopen_due() {
+                    self.reopen_now()
+                } else {
+                    self.open_for_readers()
+                };
+                if let Err(err) = reopened {
                     tracing::error!(error = %err, "reopening the session database failed");
                 }
                 let (err, unknown) = match failure {
@@ -299,17 +318,71 @@ impl Committer {
         }
     }
 
+    /// Whether the database may be reopened for writing now (see
+    /// [`REOPEN_EVERY`]).
+    fn reopen_due(&self) -> bool {
+        self.last_reopen
+            .is_none_or(|at| at.elapsed() >= REOPEN_EVERY)
+    }
+
+    /// Before a batch, after a storage error: reopen for writing if that is
+    /// due; else fail the batch at once (readers go on meanwhile).
+    fn recover(&mut self) -> Result<(), StoreError> {
+        if self.reopen_due() {
+            return self.reopen_now();
+        }
+        if self.db.read().is_none() {
+            // Nothing for readers either (a read-only open failed too).
+            let _ = self.open_for_readers();
+        }
+        Err(StoreError::Storage {
+            operation: "committing to the session database",
+            source: format!(
+                "{}: the last write failed (a full disk?); the database is reopened for writing at most every {} ms",
+                self.path.display(),
+                REOPEN_EVERY.as_millis()
+            )
+            .into(),
+        })
+    }
+
+    /// Reopen for writing; if that fails, open read-only for readers (the
+    /// disk may refuse writes while the file is intact), and report why the
+    /// writing open failed.
     fn reopen_now(&mut self) -> Result<(), StoreError> {
+        self.last_reopen = Some(std::time::Instant::now());
         // Close the failed database first: it holds the file lock (and so
         // does a snapshot of it).
         self.latest.clear();
         let mut slot = self.db.write();
         drop(slot.take());
-        let db = (self.reopen)()?;
-        self.last_tid = read_last_tid(&db)?;
+        match (self.reopen)(false) {
+            Ok(db) => {
+                self.last_tid = read_last_tid(&db)?;
+                self.latest.publish(&db);
+                *slot = Some(db);
+                self.broken = false;
+                Ok(())
+            }
+            Err(err) => {
+                if let Ok(db) = (self.reopen)(true) {
+                    self.latest.publish(&db);
+                    *slot = Some(db);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Replace the failed database with a read-only open of the file, for
+    /// readers, until reopening for writing is due.
+    fn open_for_readers(&mut self) -> Result<(), StoreError> {
+        self.latest.clear();
+        let mut slot = self.db.write();
+        drop(slot.take());
+        let db = (self.reopen)(true)?;
         self.latest.publish(&db);
         *slot = Some(db);
-        self.broken = false;
         Ok(())
     }
 

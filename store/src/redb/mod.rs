@@ -286,7 +286,11 @@ impl RedbContainer {
         let slot: DbSlot = Arc::new(RwLock::new(Some(db)));
         let reopen = {
             let (target, path, options) = (target.clone(), path.clone(), options.clone());
-            Box::new(move || open_database(&target, &path, &options))
+            Box::new(move |read_only: bool| {
+                let options = options.clone();
+                let read_only = read_only || options.read_only;
+                open_database(&target, &path, &options.with_read_only(read_only))
+            })
         };
         let committer = CommitterHandle::start(
             path.clone(),
