@@ -427,6 +427,13 @@ pub fn default_error_response(failure: &CommitFailure) -> Response<Bytes> {
             )
         }
         CommitFailure::Failed(err) => match err.source_as::<keel_store::StoreError>() {
+            // NOTE: the storage refused the write (a full disk, a database
+            // being reopened): nothing was saved, and a later try may work.
+            Some(keel_store::StoreError::Storage { .. } | keel_store::StoreError::Closed) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the session store could not save this request; nothing was saved, try again"
+                    .to_owned(),
+            ),
             Some(keel_store::StoreError::Unserializable { package, key, .. }) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 format!(
@@ -540,5 +547,34 @@ impl Session {
     /// The session the [`SessionLayer`] put in `extensions`, if any.
     pub fn from_extensions(extensions: &http::Extensions) -> Option<Session> {
         extensions.get::<Session>().cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_storage_failure_is_a_short_503_and_the_details_stay_in_the_log() {
+        let failure = CommitFailure::Failed(TxnError::Resource {
+            resource: "keel-store/~redb/1".to_owned(),
+            phase: keel_txn::Phase::Vote,
+            retryable: false,
+            source: Box::new(keel_store::StoreError::Storage {
+                operation: "committing to the session database",
+                source: "No space left on device (os error 28)".into(),
+            }),
+        });
+        let response = default_error_response(&failure);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.headers().contains_key(header::RETRY_AFTER));
+        let body = String::from_utf8(response.body().to_vec()).unwrap();
+        for internal in ["keel-store/", "tpc_vote", "Vote", "No space", "os error"] {
+            assert!(!body.contains(internal), "{internal} in {body}");
+        }
+        assert!(
+            body.contains("nothing was saved") && body.contains("request_id"),
+            "{body}"
+        );
     }
 }
