@@ -46,10 +46,10 @@ pub(crate) type DbSlot = Arc<RwLock<Option<Db>>>;
 pub(crate) type Reopen = Box<dyn FnMut(bool) -> Result<Db, StoreError> + Send>;
 
 /// After a storage error, how often the database is reopened for writing at
-/// most (five times a second). In between, commits fail at once and readers
-/// read the last good state from a read-only open: a full disk must not cost
-/// thousands of reopens a second, nor the reads. Writes resume within this
-/// long of the disk healing.
+/// most (five times a second). In between, a commit waits for the next try
+/// and readers read the last good state from a read-only open: a full disk
+/// must not cost thousands of reopens a second, nor the reads. Writes resume
+/// within this long of the disk healing.
 const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Work for the committer.
@@ -325,25 +325,14 @@ impl Committer {
             .is_none_or(|at| at.elapsed() >= REOPEN_EVERY)
     }
 
-    /// Before a batch, after a storage error: reopen for writing if that is
-    /// due; else fail the batch at once (readers go on meanwhile).
+    /// Before a batch, after a storage error: reopen for writing, waiting
+    /// first until that is due (the batch waits; readers go on meanwhile
+    /// from the read-only open).
     fn recover(&mut self) -> Result<(), StoreError> {
-        if self.reopen_due() {
-            return self.reopen_now();
+        if let Some(at) = self.last_reopen {
+            thread::sleep(REOPEN_EVERY.saturating_sub(at.elapsed()));
         }
-        if self.db.read().is_none() {
-            // Nothing for readers either (a read-only open failed too).
-            let _ = self.open_for_readers();
-        }
-        Err(StoreError::Storage {
-            operation: "committing to the session database",
-            source: format!(
-                "{}: the last write failed (a full disk?); the database is reopened for writing at most every {} ms",
-                self.path.display(),
-                REOPEN_EVERY.as_millis()
-            )
-            .into(),
-        })
+        self.reopen_now()
     }
 
     /// Reopen for writing; if that fails, open read-only for readers (the
