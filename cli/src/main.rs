@@ -119,6 +119,11 @@ struct ServeArgs {
     /// Default: a browser-session cookie, dropped when the browser closes.
     #[arg(long, value_name = "SECS")]
     cookie_lifetime: Option<u64>,
+    /// The redb page cache, MiB: the most memory the database's pages take
+    /// (pages are cached as requests, sweeps and `GET /admin/stats` read
+    /// them). Smaller costs reads from the OS page cache instead.
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    cache_size: usize,
     /// Client id format.
     #[arg(long, value_enum, default_value_t = IdFormat::Keel)]
     id_format: IdFormat,

@@ -212,7 +212,11 @@ const FULL_CHECK_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Open the redb file at `path` for the server: with the full integrity
 /// check if it is at most [`FULL_CHECK_MAX_BYTES`] long, so that a damaged
 /// file is refused at start, naming the file, rather than met by a request.
-fn open_redb(path: &Path, expiry: ExpiryPolicy) -> Result<RedbContainer, CliError> {
+fn open_redb(
+    path: &Path,
+    expiry: ExpiryPolicy,
+    cache_mib: usize,
+) -> Result<RedbContainer, CliError> {
     let bytes = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
     let check = bytes > 0 && bytes <= FULL_CHECK_MAX_BYTES;
     let started = std::time::Instant::now();
@@ -220,7 +224,8 @@ fn open_redb(path: &Path, expiry: ExpiryPolicy) -> Result<RedbContainer, CliErro
         path,
         RedbOptions::new()
             .with_expiry(expiry)
-            .with_integrity_check(check),
+            .with_integrity_check(check)
+            .with_cache_size(cache_mib.saturating_mul(1024 * 1024)),
     )?;
     if check {
         tracing::info!(
@@ -310,7 +315,7 @@ fn open_container(args: &ServeArgs) -> Result<Arc<dyn SessionContainer>, CliErro
         Arc::new(RamContainer::new().with_expiry(expiry))
     } else {
         match Database::from_arg(&args.db) {
-            Database::File(path) => Arc::new(open_redb(&path, expiry)?),
+            Database::File(path) => Arc::new(open_redb(&path, expiry, args.cache_size)?),
             Database::Postgres { url, schema } => {
                 let mut options = PostgresOptions::new().with_expiry(expiry);
                 if let Some(schema) = schema {
