@@ -6,10 +6,18 @@
 //! attempts (seen: 76-86 of ~11k requests answered 503 after 32 attempts).
 //! Taking turns, a retry conflicts only with writers in other processes.
 //!
-//! A session that is not hot costs one map lookup under a lock that is not
-//! held across any await.
+//! While no session is hot, a request costs one load of a counter that is
+//! only written when a session becomes hot or cools (no lock, no shared
+//! write on the request path); otherwise one map lookup under a lock that is
+//! not held across any await.
 
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+};
 
 use keel_store::ClientKey;
 use parking_lot::Mutex;
@@ -19,6 +27,8 @@ use tokio::sync::{Mutex as TurnLock, OwnedMutexGuard};
 #[derive(Debug, Default)]
 pub(crate) struct HotSessions {
     queues: Mutex<HashMap<ClientKey, Arc<TurnLock<()>>>>,
+    /// How many sessions are hot (entries of `queues`), kept under its lock.
+    hot_count: AtomicUsize,
 }
 
 /// A request's turn on its session: the others wait until it is dropped.
@@ -33,7 +43,9 @@ pub(crate) struct Turn {
 impl HotSessions {
     /// Whether the requests of `key` take turns now.
     pub(crate) fn is_hot(&self, key: &ClientKey) -> bool {
-        self.queues.lock().contains_key(key)
+        // NOTE: a session turning hot meanwhile is seen by the next request;
+        // this one merely races once more, as before it was hot.
+        self.hot_count.load(Ordering::Relaxed) != 0 && self.queues.lock().contains_key(key)
     }
 
     /// Wait for this request's turn on `key` (making the session hot if it
@@ -42,7 +54,14 @@ impl HotSessions {
         // NOTE: the queue's Arc is cloned under the map's lock, and `Turn`'s
         // drop removes the queue only under that lock when no one else holds
         // it, so a request never waits on a queue that was removed.
-        let queue = Arc::clone(self.queues.lock().entry(key).or_default());
+        let queue = {
+            let mut queues = self.queues.lock();
+            let queue = queues.entry(key).or_insert_with(|| {
+                self.hot_count.fetch_add(1, Ordering::Relaxed);
+                Arc::default()
+            });
+            Arc::clone(queue)
+        };
         let guard = Arc::clone(&queue).lock_owned().await;
         Turn {
             hot: Arc::clone(self),
@@ -58,8 +77,8 @@ impl Drop for Turn {
         drop(self.guard.take());
         let mut queues = self.hot.queues.lock();
         // The map's reference and this one: nobody waits, the session cools.
-        if Arc::strong_count(&self.queue) == 2 {
-            queues.remove(&self.key);
+        if Arc::strong_count(&self.queue) == 2 && queues.remove(&self.key).is_some() {
+            self.hot.hot_count.fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -89,5 +108,6 @@ mod tests {
         drop(second);
         assert!(!hot.is_hot(&key), "cool once no one holds or waits");
         assert!(hot.queues.lock().is_empty());
+        assert_eq!(hot.hot_count.load(Ordering::Relaxed), 0);
     }
 }

@@ -174,16 +174,18 @@ async fn a_new_session_whose_commit_fails_sends_no_cookie() {
     assert_eq!(h.container.stats().unwrap().sessions, 0);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn thirty_two_concurrent_increments_of_one_client_give_exactly_thirty_two() {
+/// An app whose `POST /count` yields between reading and writing the count
+/// (so concurrent requests interleave), retrying conflicts up to `attempts`
+/// times with backoff up to `max_backoff_ms`; with its manager.
+fn racing_app(attempts: u32, max_backoff_ms: u64) -> (Arc<Router>, keel_session::SessionManager) {
     let h = common::Harness::new();
     let manager = h.manager.clone().with_transaction_manager(
         keel_txn::TransactionManager::new().with_retry_policy(
             keel_txn::RetryPolicy::default()
-                .with_attempts(64)
+                .with_attempts(attempts)
                 .with_backoff(
                     std::time::Duration::from_micros(100),
-                    std::time::Duration::from_millis(5),
+                    std::time::Duration::from_millis(max_backoff_ms),
                 ),
         ),
     );
@@ -192,7 +194,6 @@ async fn thirty_two_concurrent_increments_of_one_client_give_exactly_thirty_two(
             .route(
                 "/count",
                 axum::routing::post(|s: Session| async move {
-                    // Yield between read and write so requests interleave.
                     let data = s.pkg(PKG)?;
                     let n = data.get::<u64>("count")?.unwrap_or(0) + 1;
                     tokio::task::yield_now().await;
@@ -202,6 +203,12 @@ async fn thirty_two_concurrent_increments_of_one_client_give_exactly_thirty_two(
             )
             .layer(SessionLayer::new(manager.clone())),
     );
+    (app, manager)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn thirty_two_concurrent_increments_of_one_client_give_exactly_thirty_two() {
+    let (app, manager) = racing_app(64, 5);
     let (_, cookie, _) = call(&app, "POST", "/count", None, "").await;
     let id = cookie.unwrap();
     let mut tasks = Vec::new();
@@ -298,32 +305,7 @@ async fn a_dropped_app_releases_its_containers_after_serving_on_several_threads(
 /// their first conflict, every one commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hot_session_takes_turns_so_no_request_fails_for_contention_alone() {
-    let h = common::Harness::new();
-    let manager = h.manager.clone().with_transaction_manager(
-        keel_txn::TransactionManager::new().with_retry_policy(
-            keel_txn::RetryPolicy::default()
-                .with_attempts(4)
-                .with_backoff(
-                    std::time::Duration::from_micros(100),
-                    std::time::Duration::from_millis(2),
-                ),
-        ),
-    );
-    let app = Arc::new(
-        Router::new()
-            .route(
-                "/count",
-                axum::routing::post(|s: Session| async move {
-                    // Yield between read and write so requests interleave.
-                    let data = s.pkg(PKG)?;
-                    let n = data.get::<u64>("count")?.unwrap_or(0) + 1;
-                    tokio::task::yield_now().await;
-                    data.insert("count", n)?;
-                    Ok::<_, SessionError>(n.to_string())
-                }),
-            )
-            .layer(SessionLayer::new(manager.clone())),
-    );
+    let (app, manager) = racing_app(4, 2);
     let (_, cookie, _) = call(&app, "POST", "/count", None, "").await;
     let id = cookie.unwrap();
     let mut tasks = Vec::new();

@@ -311,14 +311,7 @@ fn execute(
             if json {
                 output::json_pretty(out, &crate::wire::RemovedJson { removed })?;
             }
-            if missing.is_empty() {
-                Ok(())
-            } else {
-                Err(CliError::NotFound(format!(
-                    "no session {}",
-                    missing.join(", no session ")
-                )))
-            }
+            no_missing_sessions(&missing)
         }
         SessionsCommand::RevokePrincipal { name, dry_run } => {
             if dry_run {
@@ -497,6 +490,11 @@ fn rm_dry_run(
     } else {
         write_text(out, "(dry run: nothing was written)\n")?;
     }
+    no_missing_sessions(&missing)
+}
+
+/// `Ok` when no key of `rm` was missing, else the error naming them.
+fn no_missing_sessions(missing: &[String]) -> Result<(), CliError> {
     if missing.is_empty() {
         Ok(())
     } else {
